@@ -1,0 +1,36 @@
+# The two commands of the README:
+#   make demo   the main job: train a small CNN on real Fashion-MNIST and report
+#   make test   the test suite (PyTorch CPU as the oracle)
+# Both build their own virtual environment in .venv on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+FMNIST  = /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test bench data clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Fashion-MNIST ships as Debian's dataset-fashion-mnist package.
+data:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: $(VENV)/.installed data
+	$(PY) -m cnnkit.demo
+
+test: $(VENV)/.installed data
+	$(PY) -m pytest -n 2 -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/bench_kernels.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
