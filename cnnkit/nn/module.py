@@ -6,6 +6,10 @@ and in ``backward(dy)`` accumulates into its parameters' ``.grad`` and returns
 ``dx``. Sub-layers, parameters and buffers are found by attribute assignment, as
 in ``torch.nn.Module``; one walker (``named_modules``) gives the dotted names
 used by ``state_dict``, checkpoints, summaries and error messages.
+
+Contract: ``backward`` never writes into the ``dy`` it receives (containers pass
+one gradient array to several branches), and each forward supports exactly one
+backward (the cache is dropped when used).
 """
 
 from __future__ import annotations

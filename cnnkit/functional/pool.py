@@ -1,0 +1,222 @@
+"""Max and average pooling over the same sliding window as convolution.
+
+Letters: N batch, C channels, kH/kW window, Ho/Wo output size, Hp/Wp padded size.
+
+Both loop over the kH*kW window offsets, each a strided slice of the padded
+input (``window.window_slices``):
+- max pooling keeps a running maximum and the offset that produced it; its
+  backward routes each gradient to that argmax (the lecture's
+  ``delta^l = delta^{l+1}`` for the winner, 0 elsewhere); overlapping windows add up.
+  Ties go to the first maximum in row-major window order and NaN wins, as in
+  PyTorch's CPU kernel.
+- average pooling sums the slices and divides by the window's count; its
+  backward spreads ``dy / n`` over the window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._errors import value_error
+from ._check import check_array, pair
+from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
+                     resolve_padding, window_slices)
+
+_ALL = (slice(None), slice(None))
+
+
+def check_pool_spec(kernel_size, stride, padding, dilation, where, *, max_pool: bool):
+    """Validate pooling arguments (no input needed); return (kernel, stride, dilation)."""
+    kernel = pair(kernel_size, "kernel_size", where, minimum=1)
+    stride = kernel if stride is None else pair(stride, "stride", where, minimum=1)
+    dilation = pair(dilation, "dilation", where, minimum=1)
+    pads = resolve_padding(padding, kernel, stride, dilation, (1, 1), where)
+    if not isinstance(padding, str):  # PyTorch's rule; 'same' pads are derived, not chosen
+        eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)] if max_pool else list(kernel)
+        if max(pads[:2]) * 2 > eff[0] or max(pads[2:]) * 2 > eff[1]:
+            raise value_error(where, "padding must be at most half of the (effective) kernel size",
+                              padding=padding, kernel_size=kernel_size, dilation=dilation)
+    return kernel, stride, dilation
+
+
+def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode, where, *, max_pool: bool):
+    check_array(x, where, ndim=4, layout="N, C, H, W")
+    kernel, stride, dilation = check_pool_spec(kernel_size, stride, padding, dilation, where,
+                                               max_pool=max_pool)
+    pads = resolve_padding(padding, kernel, stride, dilation, x.shape[2:], where)
+    out_hw = output_hw(x.shape[2:], kernel, stride, dilation, pads, where, ceil_mode=ceil_mode,
+                       input_shape=x.shape, padding=padding)
+    return kernel, stride, dilation, pads, out_hw
+
+
+def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
+                       ceil_mode: bool = False, *, where: str = "max_pool2d"):
+    """Max over each window. Returns ``(y, cache)``.
+
+    Padding is -inf (never the maximum). ``stride`` defaults to ``kernel_size``.
+
+    Shape:
+        ``H_out = floor_or_ceil((H + 2P - dilation*(kH - 1) - 1)/stride) + 1``, y is
+        (N, C, H_out, W_out).
+    """
+    kernel, stride, dilation, pads, out_hw = _pool_args(
+        x, kernel_size, stride, padding, dilation, ceil_mode, where, max_pool=True)
+    size_hw = padded_size(out_hw, kernel, stride, dilation)
+    xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)
+    offsets = list(window_slices(kernel, stride, dilation, out_hw))
+    has_nan = bool(np.isnan(np.sum(x))) if x.size else False  # NaN or inf-inf: take the exact path
+
+    y = xp[_ALL + offsets[0][2]].copy()  # (C, N, Ho, Wo)
+    arg = np.zeros(y.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
+    for k, (_, _, rows_cols) in enumerate(offsets[1:], start=1):
+        v = xp[_ALL + rows_cols]
+        better = v > y  # strictly greater: the first maximum wins ties
+        if has_nan:
+            better |= np.isnan(v)
+        np.copyto(y, v, where=better)
+        np.copyto(arg, k, where=better)
+    cache = (x.shape, x.dtype, arg, pads, size_hw, kernel, stride, dilation, out_hw)
+    return as_nchw(y), cache
+
+
+def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """Route each ``dy`` to the argmax of its window; overlapping windows accumulate."""
+    x_shape, dtype, arg, pads, size_hw, kernel, stride, dilation, out_hw = cache
+    dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
+    dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
+    for k, (_, _, rows_cols) in enumerate(window_slices(kernel, stride, dilation, out_hw)):
+        dxp[_ALL + rows_cols] += np.where(arg == k, dy_cn, 0)
+    return crop_channel_major(dxp, pads, x_shape[2:])
+
+
+def max_pool2d_indices(cache) -> np.ndarray:
+    """PyTorch's ``return_indices``: flat ``row * W + col`` of each maximum in the input."""
+    x_shape, _, arg, pads, _, kernel, stride, dilation, out_hw = cache
+    i, j = np.divmod(arg.astype(np.int64), kernel[1])  # (C, N, Ho, Wo) window offsets
+    rows = np.arange(out_hw[0])[:, None] * stride[0] - pads[0] + i * dilation[0]
+    cols = np.arange(out_hw[1])[None, :] * stride[1] - pads[2] + j * dilation[1]
+    return as_nchw(rows * x_shape[3] + cols)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """The output of :func:`max_pool2d_forward` alone."""
+    return max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+def _window_counts(size, pad_before, pad_after, k, s, out, include_pad):
+    """Per output index, how many elements a window averages over along one axis
+    (PyTorch: padding counts when ``include_pad``; the ceil-mode overhang never does)."""
+    start = np.arange(out) * s - pad_before
+    end = np.minimum(start + k, size + pad_after)
+    if not include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return end - start
+
+
+def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                       count_include_pad: bool = True, divisor_override: int | None = None, *,
+                       where: str = "avg_pool2d"):
+    """Mean over each window. Returns ``(y, cache)``.
+
+    The divisor is the window size including zero padding (``count_include_pad``,
+    PyTorch's default) or only the real pixels, or ``divisor_override``.
+
+    Shape:
+        ``H_out = floor_or_ceil((H + 2P - kH)/stride) + 1``; y is (N, C, H_out, W_out).
+    """
+    kernel, stride, _, pads, out_hw = _pool_args(
+        x, kernel_size, stride, padding, 1, ceil_mode, where, max_pool=False)
+    if divisor_override is not None and (not isinstance(divisor_override, (int, np.integer))
+                                         or divisor_override < 1):
+        raise value_error(where, "divisor_override must be a positive int",
+                          divisor_override=divisor_override)
+    size_hw = padded_size(out_hw, kernel, stride, (1, 1))
+    xp = pad_channel_major(x, pads, size_hw)  # (C, N, Hp, Wp)
+    offsets = list(window_slices(kernel, stride, (1, 1), out_hw))
+    y = xp[_ALL + offsets[0][2]].copy()  # (C, N, Ho, Wo)
+    for _, _, rows_cols in offsets[1:]:
+        y += xp[_ALL + rows_cols]
+    if divisor_override is not None:
+        divisor = np.full(out_hw, divisor_override, dtype=x.dtype)
+    else:
+        ch = _window_counts(x.shape[2], pads[0], pads[1], kernel[0], stride[0], out_hw[0], count_include_pad)
+        cw = _window_counts(x.shape[3], pads[2], pads[3], kernel[1], stride[1], out_hw[1], count_include_pad)
+        divisor = np.outer(ch, cw).astype(x.dtype)  # (Ho, Wo)
+    y /= divisor
+    cache = (x.shape, pads, size_hw, kernel, stride, out_hw, divisor)
+    return as_nchw(y), cache
+
+
+def avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """Spread each ``dy`` evenly (``dy / n``) over its window."""
+    x_shape, pads, size_hw, kernel, stride, out_hw, divisor = cache
+    share = dy.transpose(1, 0, 2, 3) / divisor  # (C, N, Ho, Wo)
+    dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
+    for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw):
+        dxp[_ALL + rows_cols] += share
+    return crop_channel_major(dxp, pads, x_shape[2:])
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """The output of :func:`avg_pool2d_forward` alone."""
+    return avg_pool2d_forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override)[0]
+
+
+def adaptive_avg_pool2d_forward(x: np.ndarray, output_size, *, where: str = "adaptive_avg_pool2d"):
+    """Average pooling to a fixed output size (PyTorch's bins).
+
+    Output cell ``i`` averages input rows ``floor(i*H/Ho)`` to ``ceil((i+1)*H/Ho)``
+    (bins may overlap when H is not a multiple of Ho). ``output_size=1`` is global
+    average pooling. ``None`` in ``output_size`` keeps that input size.
+    """
+    check_array(x, where, ndim=4, layout="N, C, H, W")
+    n, c, h, w = x.shape
+    if output_size is None or isinstance(output_size, (int, np.integer)):
+        output_size = (output_size, output_size)
+    if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2):
+        raise value_error(where, "output_size must be an int or a pair", output_size=output_size)
+    ho, wo = (h if output_size[0] is None else output_size[0]), (w if output_size[1] is None else output_size[1])
+    if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in (ho, wo)):
+        raise value_error(where, "output_size must be positive", output_size=output_size)
+    if h < 1 or w < 1:
+        raise value_error(where, "input height and width must be positive", input=tuple(x.shape))
+    rows = [(i * h // ho, -(-(i + 1) * h // ho)) for i in range(ho)]
+    cols = [(j * w // wo, -(-(j + 1) * w // wo)) for j in range(wo)]
+    if (ho, wo) == (1, 1):
+        y = x.mean(axis=(2, 3), keepdims=True)  # (N, C, 1, 1): global average pooling
+    else:
+        y = np.empty((n, c, ho, wo), dtype=x.dtype)
+        for i, (r0, r1) in enumerate(rows):
+            for j, (c0, c1) in enumerate(cols):
+                y[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return y, (x.shape, x.dtype, rows, cols)
+
+
+def adaptive_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
+    x_shape, dtype, rows, cols = cache
+    if len(rows) == 1 and len(cols) == 1:
+        scale = np.asarray(1.0 / (x_shape[2] * x_shape[3]), dtype=dy.dtype)
+        return np.broadcast_to(dy * scale, x_shape).copy()
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            area = np.asarray((r1 - r0) * (c1 - c0), dtype=dy.dtype)
+            dx[:, :, r0:r1, c0:c1] += (dy[:, :, i, j] / area)[:, :, None, None]
+    return dx
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return adaptive_avg_pool2d_forward(x, output_size)[0]
+
+
+def global_avg_pool2d(x):
+    """Mean over H and W, keeping (N, C, 1, 1)."""
+    return adaptive_avg_pool2d_forward(x, 1)[0]
+
+
+__all__ = ["check_pool_spec", "max_pool2d_forward", "max_pool2d_backward", "max_pool2d_indices", "max_pool2d",
+           "avg_pool2d_forward", "avg_pool2d_backward", "avg_pool2d",
+           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward", "adaptive_avg_pool2d",
+           "global_avg_pool2d"]

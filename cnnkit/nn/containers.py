@@ -1,0 +1,217 @@
+"""Containers: ``Sequential`` (a chain) and ``Graph`` (a DAG of named nodes),
+plus the two merge layers a DAG needs: ``Add`` (residual) and ``Concat`` (inception).
+
+Backward contract: a layer's ``backward`` never writes into the ``dy`` it is given,
+so one gradient array can be handed to several branches; where a value fans out
+to several consumers, their gradients are summed (the multivariate chain rule).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .._errors import type_error, value_error
+from .module import Layer
+
+
+class Sequential(Layer):
+    """Layers applied one after the other; children are named ``"0"``, ``"1"``, ...
+
+    ``Sequential(a, b, c)`` or ``Sequential(OrderedDict(name=layer, ...))``.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (OrderedDict, dict)):
+            items = list(layers[0].items())
+        else:
+            items = [(str(i), layer) for i, layer in enumerate(layers)]
+        for name, layer in items:
+            self.add_module(name, layer)
+
+    def add_module(self, name: str, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise type_error(self.label(), "Sequential holds Layers only",
+                             name=name, received=type(layer).__name__)
+        self._adopt(str(name), layer)
+
+    def append(self, layer: Layer) -> "Sequential":
+        self.add_module(str(len(self._children)), layer)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def __getitem__(self, idx):
+        layers = list(self._children.values())
+        if isinstance(idx, slice):
+            return Sequential(OrderedDict(list(self._children.items())[idx]))
+        return layers[idx]
+
+    def forward(self, x):
+        for layer in self._children.values():
+            x = layer(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self._children.values()):
+            dy = layer.backward(dy)
+        return dy
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a gradient over the axes along which an input of ``shape`` was broadcast."""
+    if g.shape == tuple(shape):
+        return g
+    g = g.sum(axis=tuple(range(g.ndim - len(shape)))) if g.ndim > len(shape) else g
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+class Add(Layer):
+    """Element-wise sum of its inputs (NumPy broadcasting), e.g. a residual ``F(x) + x``."""
+
+    def forward(self, *xs):
+        if len(xs) < 1:
+            raise value_error(self.label(), "Add needs at least one input")
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        self._cache = tuple(x.shape for x in xs)
+        return y
+
+    def backward(self, dy):
+        shapes = self._take_cache()
+        return tuple(_unbroadcast(dy, s) for s in shapes)
+
+
+class Concat(Layer):
+    """Concatenation along ``dim`` (channels by default), e.g. inception branches."""
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs):
+        if len(xs) < 1:
+            raise value_error(self.label(), "Concat needs at least one input")
+        ref = xs[0].shape
+        for x in xs[1:]:
+            if x.ndim != len(ref) or any(a != b for i, (a, b) in enumerate(zip(x.shape, ref))
+                                         if i != self.dim % len(ref)):
+                raise value_error(self.label(), f"inputs must match except along dim {self.dim}",
+                                  shapes=tuple(tuple(v.shape) for v in xs))
+        self._cache = [x.shape[self.dim] for x in xs]
+        return np.concatenate(xs, axis=self.dim)
+
+    def backward(self, dy):
+        sizes = self._take_cache()
+        return tuple(np.split(dy, np.cumsum(sizes)[:-1], axis=self.dim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Graph(Layer):
+    """A directed acyclic graph of named layers.
+
+    Example, a residual block::
+
+        g = Graph()                                   # one input, named "input"
+        g.add("conv1", Conv2d(64, 64, 3, padding=1))  # input: the previous node
+        g.add("relu1", ReLU())
+        g.add("conv2", Conv2d(64, 64, 3, padding=1))
+        g.add("add", Add(), inputs=["conv2", "input"])
+        g.add("relu2", ReLU())                        # the last node is the output
+
+    Nodes run in the order added (each node's inputs must exist already, so that
+    order is topological); ``backward`` runs them in reverse and sums the gradients
+    of every value that fans out. Node names are the children's names, so a node
+    ``conv1`` holds ``conv1.weight`` in ``state_dict``. ``outputs`` may name several
+    nodes; then forward returns a tuple and backward takes one.
+    """
+
+    def __init__(self, inputs=("input",), outputs=None):
+        super().__init__()
+        self.input_names = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        self.nodes: list[tuple[str, tuple[str, ...]]] = []  # (name, input names), topological
+        self._outputs = None if outputs is None else ((outputs,) if isinstance(outputs, str) else tuple(outputs))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        if self._outputs is not None:
+            return self._outputs
+        return (self.nodes[-1][0],) if self.nodes else self.input_names
+
+    def set_outputs(self, *names: str) -> None:
+        known = set(self.input_names) | {n for n, _ in self.nodes}
+        for name in names:
+            if name not in known:
+                raise value_error(self.label(), "unknown output node", output=name, known=sorted(known))
+        self._outputs = tuple(names)
+
+    def add(self, name: str, layer: Layer, inputs=None) -> str:
+        """Add node ``name`` computing ``layer(*inputs)``; returns ``name``."""
+        where = self.label()
+        if not isinstance(layer, Layer):
+            raise type_error(where, "a node must be a Layer", name=name, received=type(layer).__name__)
+        known = set(self.input_names) | {n for n, _ in self.nodes}
+        if name in known or "." in name:
+            raise value_error(where, "node names must be new and contain no '.'", name=name)
+        if any(layer is l for l in self._children.values()):
+            raise value_error(where, "a layer may appear only once in a Graph (it keeps one cache)",
+                              name=name)
+        if inputs is None:
+            inputs = (self.nodes[-1][0],) if self.nodes else self.input_names[:1]
+        inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        for i in inputs:
+            if i not in known:
+                raise value_error(where, "input node is not defined yet (add nodes in order)",
+                                  name=name, input=i)
+        self._adopt(name, layer)
+        self.nodes.append((name, inputs))
+        return name
+
+    def forward(self, *xs):
+        if len(xs) != len(self.input_names):
+            raise value_error(self.label(), f"expected {len(self.input_names)} input(s)",
+                              inputs=self.input_names, received=len(xs))
+        values = dict(zip(self.input_names, xs))
+        for name, inputs in self.nodes:
+            values[name] = self._children[name](*(values[i] for i in inputs))
+        outs = tuple(values[o] for o in self.output_names)
+        self._cache = tuple((tuple(np.shape(x)), x.dtype) for x in xs)
+        return outs[0] if len(outs) == 1 else outs
+
+    def backward(self, dy):
+        input_meta = self._take_cache()
+        dys = (dy,) if len(self.output_names) == 1 else tuple(dy)
+        grads: dict[str, np.ndarray] = {}
+        for o, g in zip(self.output_names, dys):
+            grads[o] = g if o not in grads else grads[o] + g
+        for name, inputs in reversed(self.nodes):
+            if name not in grads:
+                continue  # this node does not reach an output
+            dxs = self._children[name].backward(grads.pop(name))
+            dxs = (dxs,) if len(inputs) == 1 else dxs
+            for i, dx in zip(inputs, dxs):
+                grads[i] = dx if i not in grads else grads[i] + dx
+        dxs = tuple(grads[n] if n in grads else np.zeros(s, dtype=t)
+                    for n, (s, t) in zip(self.input_names, input_meta))
+        return dxs[0] if len(dxs) == 1 else dxs
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        for name, inputs in self.nodes:
+            child = repr(self._children[name]).replace("\n", "\n  ")
+            lines.append(f"  ({name} <- {', '.join(inputs)}): {child}")
+        return f"Graph(inputs={list(self.input_names)}, outputs={list(self.output_names)}\n" + \
+            "\n".join(lines) + "\n)"
