@@ -1,0 +1,296 @@
+"""Activation kernels: element-wise nonlinearities and softmax, forward/backward pairs.
+
+Every op is a pure pair ``y, cache = <op>_forward(x, ...)`` and
+``dx = <op>_backward(dy, cache)``, plus a plain ``<op>(x, ...) -> y``. Inputs of any
+rank are accepted; float32 stays float32 and float64 stays float64.
+
+What the cache holds (some ops keep the output, which is all the backward needs):
+
+==============  ===================================  ==============================
+op              forward                              cache -> backward
+==============  ===================================  ==============================
+relu            ``max(x, 0)``                        output y: ``dy * (y > 0)``
+leaky_relu      ``x if x > 0 else slope * x``        mask ``x > 0``
+elu             ``x if x > 0 else a*(exp(x) - 1)``   local slope ``1`` or ``a*exp(x)``
+sigmoid         ``1 / (1 + exp(-x))``                output y: ``dy * y * (1 - y)``
+tanh            ``tanh(x)``                          output y: ``dy * (1 - y^2)``
+scaled_tanh     ``1.7159 * tanh(2x/3)``              inner ``t = tanh(2x/3)``
+softmax         ``exp(x_i) / sum_j exp(x_j)``        output y
+log_softmax     ``x_i - log sum_j exp(x_j)``         output y
+==============  ===================================  ==============================
+
+At a kink the gradient follows PyTorch: relu'(0) = 0, leaky_relu'(0) = slope,
+elu'(0) = alpha. Because their caches do not hold ``x``, the element-wise ops also
+work with ``inplace=True`` (``x`` is overwritten with ``y``, as ``torch.nn.ReLU``).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._errors import type_error, value_error
+from ._check import check_array
+
+# LeCun et al. 1998, "Efficient BackProp" / LeNet-5 (appendix A): f(x) = A tanh(S x)
+# with A = 1.7159 and S = 2/3, chosen so that f(1) = 1 and f(-1) = -1.
+SCALED_TANH_A = 1.7159
+SCALED_TANH_S = 2.0 / 3.0
+
+
+# ---- shared checks (used by every kernel file of this family) ---------------------
+def _check_float(x, where: str, *, name: str = "input", min_ndim: int = 0) -> np.ndarray:
+    """A float32/float64 ndarray of any rank ``>= min_ndim``."""
+    check_array(x, where, ndim=getattr(x, "ndim", 0), name=name)  # type and dtype only
+    if x.ndim < min_ndim:
+        raise value_error(where, f"expected a {name} with at least {min_ndim} dimension(s), "
+                          f"got {x.ndim}-D", **{name: tuple(x.shape)})
+    return x
+
+
+def _check_dy(dy, shape: tuple, dtype, where: str) -> np.ndarray:
+    """The upstream gradient must have the forward output's shape and dtype."""
+    check_array(dy, where, ndim=getattr(dy, "ndim", 0), name="dy")
+    if dy.shape != tuple(shape):
+        raise value_error(where, "dy must have the shape of the forward output",
+                          dy=tuple(dy.shape), output=tuple(shape))
+    if dy.dtype != dtype:
+        raise type_error(where, "dy must have the dtype of the forward output",
+                         **{"dy.dtype": str(dy.dtype), "output.dtype": str(np.dtype(dtype))})
+    return dy
+
+
+def _check_number(value, name: str, where: str) -> float:
+    """A real Python/NumPy number (not a bool), returned as a Python float.
+
+    A Python float is a "weak" scalar for NumPy, so ``x * slope`` keeps ``x``'s dtype
+    even when the caller passed an ``np.float64``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise type_error(where, f"{name} must be a real number", **{name: value})
+    return float(value)
+
+
+def _normalize_axis(axis, ndim: int, where: str) -> int:
+    """``axis`` in ``[-ndim, ndim)`` (a 0-D array has the axes -1 and 0, as in PyTorch)."""
+    rank = max(ndim, 1)
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise type_error(where, "axis must be an int", axis=axis)
+    if not -rank <= axis < rank:
+        raise value_error(where, f"axis out of range for a {ndim}-D input "
+                          f"(expected -{rank} <= axis < {rank})", axis=int(axis), ndim=ndim)
+    return int(axis) % rank
+
+
+def _finish(x: np.ndarray, y: np.ndarray, inplace: bool) -> np.ndarray:
+    """Write ``y`` into ``x`` for ``inplace=True`` (and return ``x``), else return ``y``."""
+    if inplace:
+        np.copyto(x, y)
+        return x
+    return y
+
+
+# ---- ReLU ---------------------------------------------------------------------------
+def relu_forward(x: np.ndarray, inplace: bool = False):
+    """``y = max(x, 0)``. The cache is the output ``y``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "relu")
+    y = np.maximum(x, 0, out=x if inplace else None)
+    return y, (y,)
+
+
+def relu_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx = dy * (y > 0)``; the gradient at exactly 0 is 0 (as PyTorch)."""
+    (y,) = cache
+    _check_dy(dy, y.shape, y.dtype, "relu_backward")
+    return dy * (y > 0)
+
+
+def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    return relu_forward(x, inplace)[0]
+
+
+# ---- LeakyReLU ----------------------------------------------------------------------
+def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01, inplace: bool = False):
+    """``y = x if x > 0 else negative_slope * x``. The cache is the mask ``x > 0``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "leaky_relu")
+    slope = _check_number(negative_slope, "negative_slope", "leaky_relu")
+    positive = x > 0
+    y = np.where(positive, x, x * slope)
+    return _finish(x, y, inplace), (positive, slope, x.dtype)
+
+
+def leaky_relu_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx = dy if x > 0 else negative_slope * dy`` (so ``negative_slope`` at 0, as PyTorch)."""
+    positive, slope, dtype = cache
+    _check_dy(dy, positive.shape, dtype, "leaky_relu_backward")
+    return np.where(positive, dy, dy * slope)
+
+
+def leaky_relu(x: np.ndarray, negative_slope: float = 0.01, inplace: bool = False) -> np.ndarray:
+    return leaky_relu_forward(x, negative_slope, inplace)[0]
+
+
+# ---- ELU ----------------------------------------------------------------------------
+def elu_forward(x: np.ndarray, alpha: float = 1.0, inplace: bool = False):
+    """``y = x if x > 0 else alpha * (exp(x) - 1)`` (Clevert et al. 2015).
+
+    The cache is the local slope ``dy/dx``: 1 for ``x > 0``, else ``alpha * exp(x)``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "elu")
+    alpha = _check_number(alpha, "alpha", "elu")
+    positive = x > 0
+    x_neg = np.minimum(x, 0)                 # exp only of non-positive values: no overflow
+    y = np.where(positive, x, alpha * np.expm1(x_neg))
+    slope = np.where(positive, 1, alpha * np.exp(x_neg)).astype(x.dtype, copy=False)
+    return _finish(x, y, inplace), (slope,)
+
+
+def elu_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx = dy * (1 if x > 0 else alpha * exp(x))`` (``alpha`` at 0, as PyTorch)."""
+    (slope,) = cache
+    _check_dy(dy, slope.shape, slope.dtype, "elu_backward")
+    return dy * slope
+
+
+def elu(x: np.ndarray, alpha: float = 1.0, inplace: bool = False) -> np.ndarray:
+    return elu_forward(x, alpha, inplace)[0]
+
+
+# ---- Sigmoid ------------------------------------------------------------------------
+def sigmoid_forward(x: np.ndarray):
+    """``y = 1 / (1 + exp(-x))``, evaluated without overflow for any ``|x|``:
+    with ``e = exp(-|x|) <= 1``, ``y = 1/(1 + e)`` for ``x >= 0`` and ``e/(1 + e)`` else.
+    The cache is the output ``y``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "sigmoid")
+    e = np.exp(-np.abs(x))
+    y = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return y, (y,)
+
+
+def sigmoid_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx = dy * y * (1 - y)``."""
+    (y,) = cache
+    _check_dy(dy, y.shape, y.dtype, "sigmoid_backward")
+    return dy * y * (1 - y)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return sigmoid_forward(x)[0]
+
+
+# ---- Tanh ---------------------------------------------------------------------------
+def tanh_forward(x: np.ndarray):
+    """``y = tanh(x)``. The cache is the output ``y``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "tanh")
+    y = np.tanh(x)
+    return y, (y,)
+
+
+def tanh_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx = dy * (1 - y^2)``."""
+    (y,) = cache
+    _check_dy(dy, y.shape, y.dtype, "tanh_backward")
+    return dy * (1 - y * y)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return tanh_forward(x)[0]
+
+
+# ---- Scaled tanh (LeCun 1998) -------------------------------------------------------
+def scaled_tanh_forward(x: np.ndarray):
+    """``y = A * tanh(S * x)`` with ``A = 1.7159``, ``S = 2/3`` (LeCun et al. 1998,
+    the squashing function of LeNet-5: ``f(1) = 1``, ``f(-1) = -1``).
+    The cache is the inner ``t = tanh(S * x)``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "scaled_tanh")
+    t = np.tanh(x * SCALED_TANH_S)
+    return t * SCALED_TANH_A, (t,)
+
+
+def scaled_tanh_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx = dy * A * S * (1 - t^2)``."""
+    (t,) = cache
+    _check_dy(dy, t.shape, t.dtype, "scaled_tanh_backward")
+    return dy * ((1 - t * t) * (SCALED_TANH_A * SCALED_TANH_S))
+
+
+def scaled_tanh(x: np.ndarray) -> np.ndarray:
+    return scaled_tanh_forward(x)[0]
+
+
+# ---- Softmax and LogSoftmax ---------------------------------------------------------
+def _shifted(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x - max(x, axis)``: every exponent is <= 0, so ``exp`` cannot overflow.
+    (``initial`` lets an empty axis through: its softmax is empty, as in PyTorch.)"""
+    return x - x.max(axis=axis, keepdims=True, initial=-np.inf)
+
+
+def softmax_forward(x: np.ndarray, axis: int):
+    """``y_i = exp(x_i) / sum_j exp(x_j)`` along ``axis`` (max-subtracted, stable).
+    The cache is the output ``y``.
+
+    Shape: input ``(*)``, output ``(*)``, same shape; every slice along ``axis`` sums to 1.
+    """
+    _check_float(x, "softmax")
+    ax = _normalize_axis(axis, x.ndim, "softmax")
+    x1 = x.reshape(x.shape or (1,))         # a 0-D input is one class: softmax = 1
+    e = np.exp(_shifted(x1, ax))
+    y = (e / e.sum(axis=ax, keepdims=True)).reshape(x.shape)
+    return y, (y, ax)
+
+
+def softmax_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx_i = y_i * (dy_i - sum_j dy_j y_j)`` (the softmax Jacobian applied to ``dy``)."""
+    y, ax = cache
+    _check_dy(dy, y.shape, y.dtype, "softmax_backward")
+    y1, dy1 = y.reshape(y.shape or (1,)), dy.reshape(y.shape or (1,))
+    dx = y1 * (dy1 - (dy1 * y1).sum(axis=ax, keepdims=True))
+    return dx.reshape(y.shape)
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    return softmax_forward(x, axis)[0]
+
+
+def log_softmax_forward(x: np.ndarray, axis: int):
+    """``y_i = x_i - m - log sum_j exp(x_j - m)`` with ``m = max_j x_j`` along ``axis``.
+    The cache is the output ``y`` (``exp(y)`` is the softmax).
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+    _check_float(x, "log_softmax")
+    ax = _normalize_axis(axis, x.ndim, "log_softmax")
+    z = _shifted(x.reshape(x.shape or (1,)), ax)
+    y = (z - np.log(np.exp(z).sum(axis=ax, keepdims=True))).reshape(x.shape)
+    return y, (y, ax)
+
+
+def log_softmax_backward(dy: np.ndarray, cache) -> np.ndarray:
+    """``dx_i = dy_i - softmax_i * sum_j dy_j`` with ``softmax = exp(y)``."""
+    y, ax = cache
+    _check_dy(dy, y.shape, y.dtype, "log_softmax_backward")
+    y1, dy1 = y.reshape(y.shape or (1,)), dy.reshape(y.shape or (1,))
+    dx = dy1 - np.exp(y1) * dy1.sum(axis=ax, keepdims=True)
+    return dx.reshape(y.shape)
+
+
+def log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    return log_softmax_forward(x, axis)[0]
