@@ -1,0 +1,344 @@
+"""Normalization kernels: batch normalization and local response normalization.
+
+Each op is a pure pair ``y, cache = <op>_forward(...)`` / ``<op>_backward(dy, cache)``
+plus a plain ``<op>(...) -> y``. The one side effect in this file is documented
+loudly on :func:`batch_norm_forward`: in training it updates the running-statistic
+arrays it is given, in place.
+
+Legend: N batch size, C channels, L length, H, W height and width,
+n values per channel (``N * L`` or ``N * H * W``), S the LRN window size.
+
+dtypes: float32 and float64; the output, the gradients and the updated running
+statistics keep the input's dtype. Per-channel sums (means, variances, the
+reductions in backward) are accumulated in float64 and cast back to the input
+dtype; elementwise work stays in the input dtype, so float32 inputs never make
+float64 arrays of their own size.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from .._errors import type_error, value_error
+from ._check import check_array, check_same_dtype
+
+__all__ = [
+    "batch_norm", "batch_norm_forward", "batch_norm_backward",
+    "local_response_norm", "local_response_norm_forward", "local_response_norm_backward",
+    "alexnet_alpha_to_torch",
+]
+
+
+# ---------------------------------------------------------------------------------
+# shared checks
+# ---------------------------------------------------------------------------------
+def _real(value, name: str, where: str) -> float:
+    """A real number (not a bool) as a Python float (a weak scalar: it never upcasts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise type_error(where, f"{name} must be a real number", **{name: value})
+    return float(value)
+
+
+def _check_dy(dy, shape: tuple, where: str) -> None:
+    if not isinstance(dy, np.ndarray):
+        raise type_error(where, "dy must be a numpy.ndarray", dy=type(dy).__name__)
+    if dy.shape != shape:
+        raise value_error(where, "dy must have the shape of the forward output",
+                          dy=tuple(dy.shape), output=shape)
+
+
+# ---------------------------------------------------------------------------------
+# batch normalization
+# ---------------------------------------------------------------------------------
+class BatchNormCache(NamedTuple):
+    """What :func:`batch_norm_backward` needs from the forward pass."""
+    batch_stats: bool            # True: normalized with this batch's statistics
+    xhat: np.ndarray             # (N, C, ...) normalized input
+    inv_std: np.ndarray          # (C,) 1 / sqrt(var + eps), input dtype
+    weight: np.ndarray | None    # (C,) gamma, or None (affine=False)
+    has_bias: bool
+
+
+def _channel_axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))  # every axis but C
+
+
+def _bshape(x: np.ndarray) -> tuple[int, ...]:
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)  # (1, C, 1, ...) broadcasts over (N, C, ...)
+
+
+def _check_channel_vector(v, name: str, channels: int, where: str) -> None:
+    if v is None:
+        return
+    if not isinstance(v, np.ndarray):
+        raise type_error(where, f"{name} must be a numpy.ndarray or None",
+                         **{name: type(v).__name__})
+    if v.shape != (channels,):
+        raise value_error(where, f"{name} must have shape (C,) = ({channels},), one value per "
+                          "channel of the input", **{f"{name}.shape": tuple(v.shape)},
+                          channels=channels)
+
+
+def check_batch_size(x: np.ndarray, where: str) -> None:
+    """Batch statistics need more than one value per channel (n = 0 is allowed: empty)."""
+    n = math.prod(x.shape[i] for i in _channel_axes(x.ndim))
+    if n == 1:
+        raise value_error(where, "expected more than 1 value per channel when training "
+                          "(batch statistics of a single value are undefined)",
+                          input=tuple(x.shape))
+
+
+def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                       running_mean: np.ndarray | None, running_var: np.ndarray | None,
+                       training: bool, momentum: float = 0.1, eps: float = 1e-5):
+    r"""Batch normalization over every axis but the channel axis 1.
+
+    Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by
+    Reducing Internal Covariate Shift", ICML 2015, Algorithm 1::
+
+        mu_c    = mean over (N, L) or (N, H, W) of x[:, c]
+        var_c   = mean of (x[:, c] - mu_c)^2            (biased, n in the denominator)
+        xhat    = (x - mu_c) / sqrt(var_c + eps)
+        y       = gamma_c * xhat + beta_c
+
+    Batch statistics are used when ``training`` is true, or when no running
+    statistics are given (``running_mean is running_var is None``, i.e.
+    ``track_running_stats=False``); otherwise ``running_mean``/``running_var``
+    take the place of ``mu``/``var`` (inference).
+
+    **Side effect (the only one in cnnkit.functional):** when ``training`` is true
+    and running statistics are given, ``running_mean`` and ``running_var`` are
+    updated *in place* with PyTorch's rule::
+
+        running_mean = (1 - momentum) * running_mean + momentum * mu
+        running_var  = (1 - momentum) * running_var  + momentum * var * n / (n - 1)
+
+    (the running variance uses the unbiased estimate). ``momentum`` must be a
+    number here; ``BatchNorm``'s ``momentum=None`` (a cumulative average) is
+    resolved by the layer, which passes ``1 / num_batches_tracked``.
+
+    ``weight``/``bias`` may be ``None`` (no scale / no shift). An empty batch
+    (n = 0) gives an empty output and leaves the running statistics alone, as
+    PyTorch does; training with exactly one value per channel (n = 1) is an error.
+
+    Shape:
+        - x: (N, C), (N, C, L) or (N, C, H, W); y: the same shape and dtype.
+        - weight, bias, running_mean, running_var: (C,), the dtype of x.
+
+    Returns ``(y, cache)``; pass the cache to :func:`batch_norm_backward`.
+    """
+    where = "batch_norm"
+    check_array(x, where, ndim=(2, 3, 4), layout="N, C, *")
+    channels = x.shape[1]
+    for name, v in (("weight", weight), ("bias", bias),
+                    ("running_mean", running_mean), ("running_var", running_var)):
+        _check_channel_vector(v, name, channels, where)
+    check_same_dtype(where, input=x, weight=weight, bias=bias,
+                     running_mean=running_mean, running_var=running_var)
+    if (running_mean is None) != (running_var is None):
+        raise value_error(where, "running_mean and running_var must both be given or both be None",
+                          running_mean=type(running_mean).__name__,
+                          running_var=type(running_var).__name__)
+    eps = _real(eps, "eps", where)
+    axes = _channel_axes(x.ndim)
+    n = math.prod(x.shape[i] for i in axes)  # values per channel
+    batch_stats = bool(training) or running_mean is None
+    update = bool(training) and running_mean is not None
+    if update:
+        if momentum is None:
+            raise type_error(where, "momentum must be a number; momentum=None (cumulative "
+                             "average) is resolved by the BatchNorm layer, which passes "
+                             "1 / num_batches_tracked", momentum=None)
+        momentum = _real(momentum, "momentum", where)
+    if batch_stats:
+        check_batch_size(x, where)
+
+    bshape = _bshape(x)
+    if batch_stats:
+        # An empty batch (n = 0) has no statistics: mean 0 and variance 1 keep the
+        # arithmetic finite; the output is empty and the running stats stay (PyTorch).
+        mean64 = x.mean(axis=axes, dtype=np.float64) if n > 0 else np.zeros(channels)  # (C,)
+        xc = x - mean64.astype(x.dtype).reshape(bshape)                        # (N, C, ...)
+        var64 = (np.mean(np.square(xc), axis=axes, dtype=np.float64) if n > 0
+                 else np.ones(channels))                                       # (C,) biased
+        inv_std = (1.0 / np.sqrt(var64 + eps)).astype(x.dtype)                 # (C,)
+        xhat = xc * inv_std.reshape(bshape)                                    # (N, C, ...)
+        if update and n > 0:
+            unbiased = var64 * (n / (n - 1))
+            running_mean[...] = ((1.0 - momentum) * running_mean.astype(np.float64)
+                                 + momentum * mean64)
+            running_var[...] = ((1.0 - momentum) * running_var.astype(np.float64)
+                                + momentum * unbiased)
+    else:
+        inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
+        xhat = (x - running_mean.reshape(bshape)) * inv_std.reshape(bshape)    # (N, C, ...)
+
+    y = xhat if weight is None else xhat * weight.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    weight = None if weight is None else weight.copy()  # (C,) immune to in-place updates
+    return y, BatchNormCache(batch_stats, xhat, inv_std, weight, bias is not None)
+
+
+def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
+    r"""Gradients of :func:`batch_norm_forward`: ``(dx, dweight, dbias)``.
+
+    Per channel, with ``sigma = sqrt(var + eps)`` and means over the n values::
+
+        dbeta  = sum(dy)
+        dgamma = sum(dy * xhat)
+        dx     = (gamma / sigma) * (dy - mean(dy) - xhat * mean(dy * xhat))   batch statistics
+        dx     = (gamma / sigma) * dy                                         running statistics
+
+    The first is the compact closed form of Ioffe & Szegedy's chain rule (the mean
+    and the variance both depend on every x of the channel); with running
+    statistics the op is a per-channel affine map. ``dweight``/``dbias`` are
+    ``None`` when the forward had no weight/bias.
+
+    Shape:
+        - dy, dx: (N, C, ...) as the forward's x; dweight, dbias: (C,).
+    """
+    where = "batch_norm_backward"
+    batch_stats, xhat, inv_std, weight, has_bias = cache
+    _check_dy(dy, xhat.shape, where)
+    axes = _channel_axes(xhat.ndim)
+    bshape = _bshape(xhat)
+    n = math.prod(xhat.shape[i] for i in axes)
+    dbeta64 = dy.sum(axis=axes, dtype=np.float64)                              # (C,)
+    dgamma64 = np.sum(dy * xhat, axis=axes, dtype=np.float64)                  # (C,)
+    scale = inv_std if weight is None else weight * inv_std                    # (C,) gamma / sigma
+    if batch_stats and n > 0:
+        mean_dy = (dbeta64 / n).astype(xhat.dtype).reshape(bshape)            # (1, C, 1, ...)
+        mean_dy_xhat = (dgamma64 / n).astype(xhat.dtype).reshape(bshape)      # (1, C, 1, ...)
+        dx = scale.reshape(bshape) * (dy - mean_dy - xhat * mean_dy_xhat)
+    else:
+        dx = dy * scale.reshape(bshape)
+    dx = dx.astype(xhat.dtype, copy=False)
+    dweight = None if weight is None else dgamma64.astype(xhat.dtype)
+    dbias = dbeta64.astype(xhat.dtype) if has_bias else None
+    return dx, dweight, dbias
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """:func:`batch_norm_forward` without the cache (same in-place running-stat update)."""
+    return batch_norm_forward(x, weight, bias, running_mean, running_var, training,
+                              momentum, eps)[0]
+
+
+# ---------------------------------------------------------------------------------
+# local response normalization
+# ---------------------------------------------------------------------------------
+def alexnet_alpha_to_torch(alpha: float, n: int) -> float:
+    """The PyTorch/ONNX/Caffe ``alpha`` equal to AlexNet's ``alpha`` for window ``n``.
+
+    AlexNet (section 3.3) writes ``k + alpha * sum(a^2)``; PyTorch, ONNX and Caffe
+    write ``k + alpha / n * sum(a^2)``. So the paper's ``alpha = 1e-4, n = 5`` is
+    ``alpha = 5e-4`` here.
+    """
+    return float(alpha) * int(n)
+
+
+def _window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:
+    """``out[:, c] = sum of v[:, c - before : c + after + 1]`` along axis 1, zero-padded."""
+    channels = v.shape[1]
+    pad = [(0, 0)] * v.ndim
+    pad[1] = (before, after)
+    padded = np.pad(v, pad)                                        # (N, before + C + after, ...)
+    out = padded[:, 0:channels].copy()                             # (N, C, ...)
+    for j in range(1, before + after + 1):  # S - 1 shifted adds; S is small (AlexNet: 5)
+        out += padded[:, j:j + channels]
+    return out
+
+
+class LocalResponseNormCache(NamedTuple):
+    x: np.ndarray        # (N, C, ...)
+    s: np.ndarray        # (N, C, ...) k + alpha/S * window sum of x^2
+    d: np.ndarray        # (N, C, ...) s ** beta
+    size: int
+    alpha: float
+    beta: float
+
+
+def check_lrn_args(x, size, alpha, beta, k, where: str):
+    """Validate LRN's input and arguments; returns ``(size, alpha, beta, k)`` as int/floats."""
+    if not isinstance(x, np.ndarray):
+        raise type_error(where, "input must be a numpy.ndarray", input=type(x).__name__)
+    if x.ndim < 3:
+        raise value_error(where, f"expected a 3-D or higher input (N, C, *), got {x.ndim}-D",
+                          input=tuple(x.shape))
+    check_array(x, where, ndim=x.ndim)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise type_error(where, "size must be an int", size=size)
+    if size < 1:
+        raise value_error(where, "size must be at least 1 (the number of channels in the window)",
+                          size=size)
+    return int(size), _real(alpha, "alpha", where), _real(beta, "beta", where), _real(k, "k", where)
+
+
+def local_response_norm_forward(x: np.ndarray, size: int, alpha: float = 1e-4,
+                                beta: float = 0.75, k: float = 1.0):
+    r"""Local response normalization across channels (PyTorch/ONNX/Caffe convention).
+
+    ::
+
+        s_c = k + alpha / S * sum_{c' = c - S//2}^{c + (S-1)//2} x_{c'}^2
+        y_c = x_c / s_c^beta
+
+    The window of ``S = size`` channels is zero-padded with ``S//2`` channels before
+    and ``(S-1)//2`` after (``torch.nn.functional.local_response_norm``); the
+    average divides by S even where the window overhangs the edge.
+
+    Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep
+    Convolutional Neural Networks", NeurIPS 2012, section 3.3, write
+    ``k + alpha * sum`` without ``/ n`` (with k=2, n=5, alpha=1e-4, beta=0.75):
+    their alpha corresponds to ``alpha * n`` here, see
+    :func:`alexnet_alpha_to_torch` (5e-4 for the paper's values). Caffe's
+    reference AlexNet uses alpha=1e-4 in Caffe's ``/n`` convention, which is
+    5 times weaker than the paper.
+
+    Shape:
+        - x: (N, C, *) with at least one trailing axis ((N, C, L), (N, C, H, W), ...);
+          y: the same shape and dtype.
+    """
+    where = "local_response_norm"
+    size, alpha, beta, k = check_lrn_args(x, size, alpha, beta, k, where)
+    s = _window_sum(x * x, size // 2, (size - 1) // 2)                         # (N, C, ...)
+    s *= alpha / size
+    s += k
+    d = s ** beta                                                              # (N, C, ...)
+    y = x / d
+    return y, LocalResponseNormCache(x, s, d, size, alpha, beta)
+
+
+def local_response_norm_backward(dy: np.ndarray, cache: LocalResponseNormCache) -> np.ndarray:
+    r"""Gradient of :func:`local_response_norm_forward` with respect to x.
+
+    ``x_j`` enters its own output and the sum ``s_c`` of every channel ``c`` whose
+    window contains ``j`` (``j - (S-1)//2 <= c <= j + S//2``)::
+
+        dx_j = dy_j / s_j^beta
+               - (2 * alpha * beta / S) * x_j * sum_{c = j - (S-1)//2}^{j + S//2} dy_c * y_c / s_c
+
+    (``d y_c / d s_c = -beta * y_c / s_c`` and ``d s_c / d x_j = 2 alpha / S * x_j``.)
+    The second sum is the forward's window sum with the padding mirrored.
+
+    Shape:
+        - dy, dx: the forward's x shape.
+    """
+    where = "local_response_norm_backward"
+    x, s, d, size, alpha, beta = cache
+    _check_dy(dy, x.shape, where)
+    t = dy * x / (d * s)                                                       # dy_c * y_c / s_c
+    back = _window_sum(t, (size - 1) // 2, size // 2)                          # (N, C, ...)
+    dx = dy / d - (2.0 * alpha * beta / size) * x * back
+    return dx.astype(x.dtype, copy=False)
+
+
+def local_response_norm(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> np.ndarray:
+    """:func:`local_response_norm_forward` without the cache."""
+    return local_response_norm_forward(x, size, alpha, beta, k)[0]
