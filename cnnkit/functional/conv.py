@@ -56,61 +56,140 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     f, cg, kh, kw = w.shape
     g, fg = groups, f // groups
     ho, wo = out_hw
-    w_eff = w[:, :, ::-1, ::-1] if flip else w
+    geo = _Geometry(x.shape, w.shape, pads, stride, dilation, out_hw)
+    w_mat = (w[:, :, ::-1, ::-1] if flip else w).reshape(g, fg, cg * kh * kw)  # (G, Fg, K)
 
-    if (kh, kw) == (1, 1) and stride == (1, 1) and pads == (0, 0, 0, 0):
-        x_col = x.transpose(1, 0, 2, 3).reshape(g, cg, n * ho * wo)  # (G, K=Cg, L), no copy when channel-major
-    else:
-        xp = pad_channel_major(x, pads, padded_size(out_hw, (kh, kw), stride, dilation))  # (C, N, Hp, Wp)
-        x_col = np.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
-        for i, j, rows_cols in window_slices((kh, kw), stride, dilation, out_hw):
-            x_col[:, i, j] = xp[(slice(None), slice(None)) + rows_cols]  # (C, N, Ho, Wo)
-        x_col = x_col.reshape(g, cg * kh * kw, n * ho * wo)  # (G, K, L)
-
-    w_mat = w_eff.reshape(g, fg, cg * kh * kw)  # (G, Fg, K)
-    y = np.matmul(w_mat, x_col) if g > 1 else (w_mat[0] @ x_col[0])[None]  # (G, Fg, L)
-    y = y.reshape(f, n, ho, wo)  # (F, N, Ho, Wo)
+    x_col = geo.im2col(x).reshape(g, cg * kh * kw, -1)  # (G, K, L) with L = geo.cols
+    y = _matmul(w_mat, x_col).reshape(f, geo.cols)  # (F, L)
+    y = geo.col_to_output(y)  # (F, N, Ho, Wo), compact
     if b is not None:
         y += b[:, None, None, None]
-    cache = (x.shape, x_col, w_mat, w.shape, pads, stride, dilation, groups, flip, b is not None)
+    cache = (geo, x_col, w_mat, groups, flip, b is not None)
     return as_nchw(y), cache
 
 
 def conv2d_backward(dy: np.ndarray, cache):
     """Gradients of a 2-D convolution: ``(dx, dw, db)`` (db is None without bias)."""
-    x_shape, x_col, w_mat, w_shape, pads, stride, dilation, groups, flip, has_bias = cache
-    n, c, h, wd = x_shape
-    f, cg, kh, kw = w_shape
-    g, fg = groups, f // groups
-    ho, wo = dy.shape[2], dy.shape[3]
-    if dy.shape != (n, f, ho, wo):
+    geo, x_col, w_mat, groups, flip, has_bias = cache
+    n, c, h, wd = geo.x_shape
+    f, cg, kh, kw = geo.w_shape
+    if dy.shape != (n, f) + geo.out_hw:
         raise value_error("conv2d_backward", "dy must have the forward output's shape",
-                          dy=tuple(dy.shape), expected=(n, f, ho, wo))
-
+                          dy=tuple(dy.shape), expected=(n, f) + geo.out_hw)
     dy_cn = dy.transpose(1, 0, 2, 3)  # (F, N, Ho, Wo)
     db = dy_cn.sum(axis=(1, 2, 3)) if has_bias else None
-    dy_mat = dy_cn.reshape(g, fg, n * ho * wo)  # (G, Fg, L)
+    dy_mat = geo.output_to_col(dy_cn).reshape(groups, f // groups, -1)  # (G, Fg, L)
 
-    if g > 1:
-        dw = np.matmul(dy_mat, x_col.transpose(0, 2, 1))  # (G, Fg, K)
-        dx_col = np.matmul(w_mat.transpose(0, 2, 1), dy_mat)  # (G, K, L)
-    else:
-        dw = (dy_mat[0] @ x_col[0].T)[None]
-        dx_col = (w_mat[0].T @ dy_mat[0])[None]
-    dw = dw.reshape(w_shape)
+    dw = _matmul(dy_mat, x_col.transpose(0, 2, 1)).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
     if flip:
         dw = np.ascontiguousarray(dw[:, :, ::-1, ::-1])
-
-    if (kh, kw) == (1, 1) and stride == (1, 1) and pads == (0, 0, 0, 0):
-        dx = as_nchw(dx_col.reshape(c, n, h, wd))
-    else:
-        dx_col = dx_col.reshape(c, kh, kw, n, ho, wo)  # (C, kH, kW, N, Ho, Wo)
-        hp, wp = padded_size((ho, wo), (kh, kw), stride, dilation)
-        dxp = np.zeros((c, n, hp, wp), dtype=dy.dtype)  # (C, N, Hp, Wp)
-        for i, j, rows_cols in window_slices((kh, kw), stride, dilation, (ho, wo)):
-            dxp[(slice(None), slice(None)) + rows_cols] += dx_col[:, i, j]
-        dx = crop_channel_major(dxp, pads, (h, wd))
+    dx_col = _matmul(w_mat.transpose(0, 2, 1), dy_mat)  # (G, K, L)
+    dx = geo.col2im(dx_col.reshape(c, kh, kw, -1))  # (N, C, H, W) view of (C, N, H, W)
     return dx, dw, db
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(G, M, K) @ (G, K, L) per group. One BLAS GEMM when G == 1; an outer product
+    by broadcasting when K == 1 (NumPy's batched matmul is slow there: depthwise dx)."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    if a.shape[2] == 1:
+        return a * b  # (G, M, 1) * (G, 1, L)
+    return np.matmul(a, b)
+
+
+class _Geometry:
+    """Where each kernel offset reads, for the three ways of building columns.
+
+    - ``pointwise``: 1x1 kernel, stride 1, no padding: the input itself is the
+      column matrix (C, N*H*W) - no copy when it is channel-major.
+    - ``shift`` (stride 1): flatten the padded input to (C, N*Hp*Wp); then kernel
+      offset (i, j) is the contiguous run starting at ``i*D*Wp + j*D``. Columns
+      are computed for every padded-grid position (a few extra at the right and
+      bottom borders, later dropped) in exchange for long contiguous copies.
+    - ``strided`` (stride > 1): one strided 2-D slice per offset (window_slices).
+    """
+
+    def __init__(self, x_shape, w_shape, pads, stride, dilation, out_hw):
+        self.x_shape, self.w_shape, self.pads = tuple(x_shape), tuple(w_shape), pads
+        self.stride, self.dilation, self.out_hw = stride, dilation, tuple(out_hw)
+        n, c, h, wd = x_shape
+        kh, kw = w_shape[2:]
+        ho, wo = out_hw
+        if (kh, kw) == (1, 1) and stride == (1, 1) and pads == (0, 0, 0, 0):
+            self.mode = "pointwise"
+        elif stride == (1, 1):
+            self.mode = "shift"
+        else:
+            self.mode = "strided"
+        self.padded_hw = padded_size(out_hw, (kh, kw), stride, dilation)
+        hp, wp = self.padded_hw
+        if self.mode == "shift":
+            self.offsets = [i * dilation[0] * wp + j * dilation[1] for i in range(kh) for j in range(kw)]
+            self.cols = max(n * hp * wp - self.offsets[-1], 0)  # positions whose window fits the buffer
+        else:
+            self.cols = n * ho * wo
+
+    def im2col(self, x: np.ndarray) -> np.ndarray:
+        """(C, kH, kW, L) columns (pointwise: (C, L))."""
+        n, c, h, wd = self.x_shape
+        kh, kw = self.w_shape[2:]
+        if self.mode == "pointwise":
+            return x.transpose(1, 0, 2, 3).reshape(c, n * h * wd)  # (C, L): copies only if not channel-major
+        xp = pad_channel_major(x, self.pads, self.padded_hw)  # (C, N, Hp, Wp)
+        x_col = np.empty((c, kh, kw, self.cols), dtype=x.dtype)
+        if self.mode == "shift":
+            x_flat = xp.reshape(c, -1)  # (C, N*Hp*Wp)
+            for k, off in enumerate(self.offsets):
+                x_col[:, k // kw, k % kw] = x_flat[:, off:off + self.cols]
+        else:
+            ho, wo = self.out_hw
+            view = x_col.reshape(c, kh, kw, n, ho, wo)
+            for i, j, rows_cols in window_slices((kh, kw), self.stride, self.dilation, self.out_hw):
+                view[:, i, j] = xp[(slice(None), slice(None)) + rows_cols]  # (C, N, Ho, Wo)
+        return x_col
+
+    def col_to_output(self, y: np.ndarray) -> np.ndarray:
+        """(F, L) GEMM result -> compact (F, N, Ho, Wo) (drops the shift mode's extra columns)."""
+        f, (ho, wo), n = y.shape[0], self.out_hw, self.x_shape[0]
+        if self.mode != "shift":
+            return y.reshape(f, n, ho, wo)
+        hp, wp = self.padded_hw
+        out = np.empty((f, n, ho, wo), dtype=y.dtype)
+        full = np.empty((f, n * hp * wp), dtype=y.dtype)  # (F, N*Hp*Wp)
+        full[:, :self.cols] = y
+        out[...] = full.reshape(f, n, hp, wp)[:, :, :ho, :wo]
+        return out
+
+    def output_to_col(self, dy_cn: np.ndarray) -> np.ndarray:
+        """(F, N, Ho, Wo) gradient -> (F, L) in the column order (zeros at extra columns)."""
+        f, n = dy_cn.shape[:2]
+        if self.mode != "shift":
+            return dy_cn.reshape(f, -1)
+        hp, wp = self.padded_hw
+        ho, wo = self.out_hw
+        full = np.zeros((f, n, hp, wp), dtype=dy_cn.dtype)  # (F, N, Hp, Wp)
+        full[:, :, :ho, :wo] = dy_cn
+        return full.reshape(f, -1)[:, :self.cols]
+
+    def col2im(self, dx_col: np.ndarray) -> np.ndarray:
+        """Add (C, kH, kW, L) column gradients back into the windows: the adjoint of im2col."""
+        n, c, h, wd = self.x_shape
+        kh, kw = self.w_shape[2:]
+        if self.mode == "pointwise":
+            return as_nchw(dx_col.reshape(c, n, h, wd))
+        hp, wp = self.padded_hw
+        dxp = np.zeros((c, n, hp, wp), dtype=dx_col.dtype)  # (C, N, Hp, Wp)
+        if self.mode == "shift":
+            dx_flat = dxp.reshape(c, -1)  # (C, N*Hp*Wp)
+            for k, off in enumerate(self.offsets):
+                dx_flat[:, off:off + self.cols] += dx_col[:, k // kw, k % kw]
+        else:
+            ho, wo = self.out_hw
+            view = dx_col.reshape(c, kh, kw, n, ho, wo)
+            for i, j, rows_cols in window_slices((kh, kw), self.stride, self.dilation, self.out_hw):
+                dxp[(slice(None), slice(None)) + rows_cols] += view[:, i, j]
+        return crop_channel_major(dxp, self.pads, (h, wd))
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, flip=False):

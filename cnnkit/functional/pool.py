@@ -55,6 +55,15 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
 
     Padding is -inf (never the maximum). ``stride`` defaults to ``kernel_size``.
 
+    Two paths give identical results:
+    - separable (finite input): a 2-D max is a max along W followed by a max along
+      H, so only kW + kH running maxima are taken instead of kH*kW; backward finds
+      each winner again by equality, first along H, then along W, which picks the
+      first maximum in row-major window order (PyTorch's tie rule);
+    - argmax (input with NaN or infinities, and ``max_pool2d_indices``): one running
+      maximum over all kH*kW offsets that remembers which offset won (NaN wins,
+      as in PyTorch).
+
     Shape:
         ``H_out = floor_or_ceil((H + 2P - dilation*(kH - 1) - 1)/stride) + 1``, y is
         (N, C, H_out, W_out).
@@ -63,39 +72,90 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
         x, kernel_size, stride, padding, dilation, ceil_mode, where, max_pool=True)
     size_hw = padded_size(out_hw, kernel, stride, dilation)
     xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)
-    offsets = list(window_slices(kernel, stride, dilation, out_hw))
-    has_nan = bool(np.isnan(np.sum(x))) if x.size else False  # NaN or inf-inf: take the exact path
-
-    y = xp[_ALL + offsets[0][2]].copy()  # (C, N, Ho, Wo)
-    arg = np.zeros(y.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
-    for k, (_, _, rows_cols) in enumerate(offsets[1:], start=1):
-        v = xp[_ALL + rows_cols]
-        better = v > y  # strictly greater: the first maximum wins ties
-        if has_nan:
-            better |= np.isnan(v)
-        np.copyto(y, v, where=better)
-        np.copyto(arg, k, where=better)
-    cache = (x.shape, x.dtype, arg, pads, size_hw, kernel, stride, dilation, out_hw)
-    return as_nchw(y), cache
+    geo = (x.shape, pads, size_hw, kernel, stride, dilation, out_hw)
+    finite = bool(np.isfinite(np.sum(x))) if x.size else True  # False on NaN, inf or overflow
+    if finite:
+        m = _max_along(xp, 3, kernel[1], stride[1], dilation[1], out_hw[1])  # (C, N, Hp, Wo)
+        y = _max_along(m, 2, kernel[0], stride[0], dilation[0], out_hw[0])  # (C, N, Ho, Wo)
+        return as_nchw(y), ("separable", geo, xp, m, y)
+    y, arg = _max_argmax(xp, kernel, stride, dilation, out_hw)
+    return as_nchw(y), ("argmax", geo, arg)
 
 
 def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Route each ``dy`` to the argmax of its window; overlapping windows accumulate."""
-    x_shape, dtype, arg, pads, size_hw, kernel, stride, dilation, out_hw = cache
+    path, (x_shape, pads, size_hw, kernel, stride, dilation, out_hw) = cache[:2]
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
-    dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
-    for k, (_, _, rows_cols) in enumerate(window_slices(kernel, stride, dilation, out_hw)):
-        dxp[_ALL + rows_cols] += np.where(arg == k, dy_cn, 0)
+    if path == "separable":
+        xp, m, y = cache[2:]
+        dm = _route_along(dy_cn, m, y, 2, kernel[0], stride[0], dilation[0])  # (C, N, Hp, Wo)
+        dxp = _route_along(dm, xp, m, 3, kernel[1], stride[1], dilation[1])  # (C, N, Hp, Wp)
+    else:
+        arg = cache[2]
+        dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
+        for k, (_, _, rows_cols) in enumerate(window_slices(kernel, stride, dilation, out_hw)):
+            dxp[_ALL + rows_cols] += np.where(arg == k, dy_cn, 0)
     return crop_channel_major(dxp, pads, x_shape[2:])
 
 
-def max_pool2d_indices(cache) -> np.ndarray:
-    """PyTorch's ``return_indices``: flat ``row * W + col`` of each maximum in the input."""
-    x_shape, _, arg, pads, _, kernel, stride, dilation, out_hw = cache
+def _along(axis: int, t: int, s: int, d: int, n_out: int) -> tuple:
+    """Index of offset ``t``'s strided slice along ``axis`` (2 = rows, 3 = columns)."""
+    idx = [slice(None)] * 4
+    idx[axis] = slice(t * d, t * d + s * (n_out - 1) + 1, s)
+    return tuple(idx)
+
+
+def _max_along(xp, axis, k, s, d, n_out):
+    """Running maximum over the k window offsets along one axis."""
+    y = xp[_along(axis, 0, s, d, n_out)].copy()
+    for t in range(1, k):
+        np.maximum(y, xp[_along(axis, t, s, d, n_out)], out=y)
+    return y
+
+
+def _route_along(dy, xp, y, axis, k, s, d):
+    """Backward of ``_max_along``: each dy goes to the first offset equal to its max."""
+    n_out = y.shape[axis]
+    dxp = np.zeros(xp.shape, dtype=dy.dtype)
+    rest = dy.copy()  # gradient not yet routed
+    hit, g = np.empty(y.shape, dtype=bool), np.empty_like(rest)
+    finite = bool(np.isfinite(np.sum(dy))) if dy.size else True
+    for t in range(k):
+        sl = _along(axis, t, s, d, n_out)
+        np.equal(xp[sl], y, out=hit)
+        if finite:
+            np.multiply(rest, hit, out=g)  # rest where this offset is the max, else 0
+        else:
+            g = np.where(hit, rest, 0).astype(dy.dtype, copy=False)  # inf * 0 would give NaN
+        rest -= g
+        dxp[sl] += g
+    return dxp
+
+
+def _max_argmax(xp, kernel, stride, dilation, out_hw):
+    """Running maximum over all kH*kW offsets, remembering the winning offset."""
+    offsets = list(window_slices(kernel, stride, dilation, out_hw))
+    y = xp[_ALL + offsets[0][2]].copy()  # (C, N, Ho, Wo)
+    arg = np.zeros(y.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
+    for k, (_, _, rows_cols) in enumerate(offsets[1:], start=1):
+        v = xp[_ALL + rows_cols]
+        better = (v > y) | np.isnan(v)  # strictly greater: the first maximum wins ties; NaN wins
+        np.copyto(y, v, where=better)
+        np.copyto(arg, k, where=better)
+    return y, arg
+
+
+def max_pool2d_indices(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
+                       ceil_mode: bool = False) -> np.ndarray:
+    """PyTorch's ``return_indices``: flat ``row * W + col`` of each window's maximum."""
+    kernel, stride, dilation, pads, out_hw = _pool_args(
+        x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d", max_pool=True)
+    xp = pad_channel_major(x, pads, padded_size(out_hw, kernel, stride, dilation), fill=-np.inf)
+    _, arg = _max_argmax(xp, kernel, stride, dilation, out_hw)
     i, j = np.divmod(arg.astype(np.int64), kernel[1])  # (C, N, Ho, Wo) window offsets
     rows = np.arange(out_hw[0])[:, None] * stride[0] - pads[0] + i * dilation[0]
     cols = np.arange(out_hw[1])[None, :] * stride[1] - pads[2] + j * dilation[1]
-    return as_nchw(rows * x_shape[3] + cols)
+    return as_nchw(rows * x.shape[3] + cols)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

@@ -31,7 +31,10 @@ class MaxPool2d(Layer):
     def forward(self, x: np.ndarray):
         y, self._cache = P.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
                                               self.dilation, self.ceil_mode, where=self.label())
-        return (y, P.max_pool2d_indices(self._cache)) if self.return_indices else y
+        if self.return_indices:
+            return y, P.max_pool2d_indices(x, self.kernel_size, self.stride, self.padding,
+                                           self.dilation, self.ceil_mode)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return P.max_pool2d_backward(dy, self._take_cache())

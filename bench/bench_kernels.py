@@ -1,0 +1,135 @@
+"""Conv and pooling kernels, forward + backward, cnnkit vs PyTorch in the same process.
+
+Prints (and writes to bench/results_kernels.md) the ratio ours/PyTorch of the
+median time over several repeats, both on the same number of threads.
+
+This machine may set OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (older OpenBLAS builds
+need them on some CPUs); they slow NumPy's BLAS, so this script unsets both for
+its own process only (it re-executes itself before importing NumPy). Tests and CI
+leave them alone.
+
+Usage: python bench/bench_kernels.py [--threads 2] [--repeats 7] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")) and "_CNNKIT_BENCH" not in os.environ:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env["_CNNKIT_BENCH"] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import platform  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+# (name, kind, N, C_in, C_out, H, kernel, stride, padding, groups)
+CASES = [
+    ("LeNet C1 5x5", "conv", 64, 1, 6, 32, 5, 1, 0, 1),
+    ("AlexNet conv1 11x11 s4", "conv", 8, 3, 96, 227, 11, 4, 0, 1),
+    ("VGG 3x3 64->64 @56", "conv", 8, 64, 64, 56, 3, 1, 1, 1),
+    ("ResNet 1x1 256->64 @56", "conv", 8, 256, 64, 56, 1, 1, 0, 1),
+    ("3x3 s2 128->128 @28", "conv", 8, 128, 128, 28, 3, 2, 1, 1),
+    ("depthwise 3x3 512 @14", "conv", 8, 512, 512, 14, 3, 1, 1, 512),
+    ("max pool 3x3 s2 96 @55", "maxpool", 8, 96, 96, 55, 3, 2, 0, 1),
+    ("avg pool 2x2 s2 64 @56", "avgpool", 8, 64, 64, 56, 2, 2, 0, 1),
+]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, BLAS thread start)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def make_case(case, rng):
+    import torch
+    import torch.nn.functional as F
+
+    from cnnkit.functional import conv as C
+    from cnnkit.functional import pool as P
+
+    name, kind, n, cin, cout, h, k, s, p, g = case
+    x = rng.standard_normal((n, cin, h, h)).astype(np.float32)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    if kind == "conv":
+        w = (rng.standard_normal((cout, cin // g, k, k)) * 0.1).astype(np.float32)
+        b = np.zeros(cout, np.float32)
+        wt = torch.from_numpy(w.copy()).requires_grad_(True)
+        bt = torch.from_numpy(b.copy()).requires_grad_(True)
+        dy = np.ones(C.conv2d(x, w, b, s, p, 1, g).shape, np.float32)
+        dyt = torch.from_numpy(dy.copy())
+
+        def ours():
+            y, cache = C.conv2d_forward(x, w, b, s, p, 1, g)
+            C.conv2d_backward(dy, cache)
+
+        def theirs():
+            xt.grad = wt.grad = bt.grad = None
+            F.conv2d(xt, wt, bt, s, p, 1, g).backward(dyt)
+        macs = dy.size * (cin // g) * k * k
+        return ours, theirs, 3 * 2 * macs  # forward + two backward GEMMs, 2 FLOPs per MAC
+    fwd, bwd, tf = ((P.max_pool2d_forward, P.max_pool2d_backward, F.max_pool2d) if kind == "maxpool"
+                    else (P.avg_pool2d_forward, P.avg_pool2d_backward, F.avg_pool2d))
+    dy = np.ones(fwd(x, k, s, p)[0].shape, np.float32)
+    dyt = torch.from_numpy(dy.copy())
+
+    def ours():
+        y, cache = fwd(x, k, s, p)
+        bwd(dy, cache)
+
+    def theirs():
+        xt.grad = None
+        tf(xt, k, s, p).backward(dyt)
+    return ours, theirs, 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results_kernels.md")))
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+    except ImportError:
+        pass  # NumPy's OpenBLAS uses all cores by default; this machine has 2
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for case in CASES:
+        ours, theirs, flops = make_case(case, rng)
+        t_ours = median_time(ours, args.repeats)
+        t_torch = median_time(theirs, args.repeats)
+        gflops = f"{flops / t_ours / 1e9:.1f}" if flops else "-"
+        rows.append((case[0], t_ours * 1e3, t_torch * 1e3, t_ours / t_torch, gflops))
+        print(f"{case[0]:28s} ours {t_ours * 1e3:8.2f} ms  torch {t_torch * 1e3:8.2f} ms  "
+              f"ratio {t_ours / t_torch:5.2f}  ({gflops} GFLOP/s)", flush=True)
+
+    lines = [f"Forward + backward, float32, {args.threads} threads, median of {args.repeats}; "
+             f"NumPy {np.__version__}, PyTorch {torch.__version__}, {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores.", "",
+             "| case | cnnkit ms | PyTorch ms | ratio ours/PyTorch | cnnkit GFLOP/s |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {a:.2f} | {b:.2f} | {r:.2f} | {g} |" for n, a, b, r, g in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
