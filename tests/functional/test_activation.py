@@ -181,7 +181,8 @@ def test_inplace_overwrites_input_and_keeps_gradient(fwd, bwd, kw):
 @pytest.mark.parametrize("fwd", [A.relu_forward, A.sigmoid_forward, A.tanh_forward,
                                  A.scaled_tanh_forward, A.elu_forward, A.leaky_relu_forward])
 def test_integer_and_non_array_inputs_are_type_errors(fwd):
-    with pytest.raises(TypeError, match=r"input must be float32 or float64\. Received: dtype='int64'"):
+    with pytest.raises(TypeError, match=r"input must be float32 or float64\. "
+                                        r"Received: dtype='int64'"):
         fwd(np.arange(4))
     with pytest.raises(TypeError, match="input must be a numpy.ndarray. Received: input='list'"):
         fwd([1.0, 2.0])

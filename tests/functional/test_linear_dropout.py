@@ -179,7 +179,8 @@ def test_dropout_inplace_and_empty_batch():
     assert y is x
     np.testing.assert_array_equal(x, ref)
     y, cache = D.dropout_forward(np.zeros((0, 3), np.float32), 0.5, True, np.random.default_rng())
-    assert y.shape == (0, 3) and D.dropout_backward(np.zeros((0, 3), np.float32), cache).shape == (0, 3)
+    assert y.shape == (0, 3)
+    assert D.dropout_backward(np.zeros((0, 3), np.float32), cache).shape == (0, 3)
 
 
 def test_dropout_errors():
