@@ -519,7 +519,7 @@ def test_backward_dx_is_full_correlation_with_rotated_kernel(padding):
     np.testing.assert_allclose(dx, full2, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_out_size_and_resolve_padding():
+def test_conv_out_size_known_values():
     # the lecture: O = (I - K + 2P)/S + 1
     assert conv_out_size(227, 11, 4) == 55
     assert conv_out_size(224, 3, 1, 1, 1) == 224
@@ -530,6 +530,19 @@ def test_conv_out_size_and_resolve_padding():
     assert conv_out_size(5, 2, 2, ceil_mode=True) == 3      # windows at 0, 2, 4 (the last one clipped)
     assert conv_out_size(6, 2, 2, 1, 1, ceil_mode=True) == 4
     assert conv_out_size(4, 2, 3, 1, 1, ceil_mode=True) == 2  # a 3rd window would start at 6 >= 4 + 1
+
+
+def test_conv_out_size_ceil_mode_window_larger_than_input():
+    """PyTorch's ceil mode: floor((I + 2P - D*(K-1) - 1 + (S-1))/S) + 1 is 1 even when
+    the window overhangs the input by less than a stride (the window is clipped)."""
+    assert TF.max_pool2d(torch.zeros(1, 1, 10, 1), (5, 1), (4, 1), 0, (3, 1), ceil_mode=True).shape[2] == 1
+    assert naive.out_size(10, 5, 4, 0, 0, 3, ceil_mode=True) == 1
+    assert conv_out_size(10, 5, 4, 0, 0, 3, ceil_mode=True) == 1     # extent 13 > 10
+    assert TF.avg_pool2d(torch.zeros(1, 1, 4, 1), (5, 1), (4, 1), ceil_mode=True).shape[2] == 1
+    assert conv_out_size(4, 5, 4, ceil_mode=True) == 1               # kernel 5 > input 4
+
+
+def test_conv_out_size_random_against_reference():
     rng = np.random.default_rng(9)
     mismatches = []
     for _ in range(500):
@@ -548,6 +561,9 @@ def test_conv_out_size_and_resolve_padding():
         assert resolve_padding("same", (k, 1), (s, 1), (d, 1), (size, 1), "t")[:2] == sh
         assert naive.out_size(size, k, s, *sh, d) == -(-size // s)   # SAME: ceil(I/S)
     assert not mismatches, f"{len(mismatches)} conv_out_size mismatches, e.g. {mismatches[:5]}"
+
+
+def test_resolve_padding():
     assert resolve_padding(1, (3, 3), (1, 1), (1, 1), (5, 5), "t") == (1, 1, 1, 1)
     assert resolve_padding((1, 2), (3, 3), (1, 1), (1, 1), (5, 5), "t") == (1, 1, 2, 2)
     assert resolve_padding((1, 2, 3, 4), (3, 3), (1, 1), (1, 1), (5, 5), "t") == (1, 2, 3, 4)
