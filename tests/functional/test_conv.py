@@ -676,3 +676,19 @@ def test_inputs_not_modified():
     conv2d_backward(dy, cache)
     for a, c in zip((x, w, b, dy), copies + [dy0]):
         np.testing.assert_array_equal(a, c)
+
+
+def test_backward_unaffected_by_in_place_change_of_returned_y():
+    """The caller owns the returned y: changing it in place must not change the gradients."""
+    rng = np.random.default_rng(43)
+    x = rng.standard_normal((2, 4, 6, 5))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    y, cache = conv2d_forward(x, w, b, stride=2, padding=1, groups=2)
+    dy = rng.standard_normal(y.shape)
+    clean = conv2d_backward(dy, cache)
+    y2, cache2 = conv2d_forward(x, w, b, stride=2, padding=1, groups=2)
+    y2 *= 2.0
+    np.maximum(y2, 0, out=y2)
+    for g, c in zip(conv2d_backward(dy, cache2), clean):
+        np.testing.assert_array_equal(g, c)

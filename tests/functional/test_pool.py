@@ -626,3 +626,20 @@ def test_pool_inputs_not_modified():
         bwd(dy, cache)
         np.testing.assert_array_equal(x, x0)
         np.testing.assert_array_equal(dy, dy0)
+
+
+@pytest.mark.parametrize("op", ["max", "avg", "adaptive"])
+def test_backward_unaffected_by_in_place_change_of_returned_y(op):
+    """The caller owns the returned y: scaling it in place (an in-place activation
+    or rescale downstream) must not change the gradient the cache gives."""
+    rng = np.random.default_rng(41)
+    x = rng.standard_normal((2, 3, 7, 6))
+    fwd, bwd, args = dict(max=(max_pool2d_forward, max_pool2d_backward, (3, 2, 1)),
+                          avg=(avg_pool2d_forward, avg_pool2d_backward, (3, 2, 1)),
+                          adaptive=(adaptive_avg_pool2d_forward, adaptive_avg_pool2d_backward, ((3, 2),)))[op]
+    y, cache = fwd(x, *args)
+    dy = rng.standard_normal(y.shape)
+    clean = bwd(dy, cache)
+    y2, cache2 = fwd(x, *args)
+    y2 *= 2.0
+    np.testing.assert_array_equal(bwd(dy, cache2), clean)
