@@ -126,7 +126,7 @@ def conv2d_backward_naive(dy, x, w, b, stride, padding, dilation, groups, flip=F
 
 
 # ---- pooling ----------------------------------------------------------------------
-def _window_rows(i, kernel, stride, pad_before, dilation, size):
+def window_indices(i, kernel, stride, pad_before, dilation, size):
     """The input rows (unpadded coordinates) that window ``i`` covers and that
     exist: rows that fall into the padding are left out."""
     start = i * stride - pad_before
@@ -155,9 +155,9 @@ def max_pool2d_naive(x, kernel, stride, padding, dilation, ceil_mode):
     for n in range(N):
         for c in range(C):
             for i in range(Ho):
-                rows = _window_rows(i, kh, sh, top, dh, H)
+                rows = window_indices(i, kh, sh, top, dh, H)
                 for j in range(Wo):
-                    cols = _window_rows(j, kw, sw, left, dw, W)
+                    cols = window_indices(j, kw, sw, left, dw, W)
                     best, best_idx = None, -1
                     for r in rows:
                         for s in cols:

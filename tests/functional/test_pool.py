@@ -47,10 +47,10 @@ def _has_empty_window(h, w, kernel, stride, pads, dilation, out_hw):
     then returns -inf and routes the gradient to an arbitrary index, so such
     degenerate shapes are drawn again rather than compared."""
     for i in range(out_hw[0]):
-        if not naive._window_rows(i, kernel[0], stride[0], pads[0], dilation[0], h):
+        if not naive.window_indices(i, kernel[0], stride[0], pads[0], dilation[0], h):
             return True
     for j in range(out_hw[1]):
-        if not naive._window_rows(j, kernel[1], stride[1], pads[2], dilation[1], w):
+        if not naive.window_indices(j, kernel[1], stride[1], pads[2], dilation[1], w):
             return True
     return False
 
