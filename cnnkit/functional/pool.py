@@ -32,10 +32,9 @@ def check_pool_spec(kernel_size, stride, padding, dilation, where, *, max_pool: 
     dilation = pair(dilation, "dilation", where, minimum=1)
     pads = resolve_padding(padding, kernel, stride, dilation, (1, 1), where)
     if not isinstance(padding, str):  # PyTorch's rule; 'same' pads are derived, not chosen
-        eff = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)] if max_pool else list(kernel)
-        if max(pads[:2]) * 2 > eff[0] or max(pads[2:]) * 2 > eff[1]:
-            raise value_error(where, "padding must be at most half of the (effective) kernel size",
-                              padding=padding, kernel_size=kernel_size, dilation=dilation)
+        if max(pads[:2]) * 2 > kernel[0] or max(pads[2:]) * 2 > kernel[1]:
+            raise value_error(where, "padding must be at most half of the kernel size",
+                              padding=padding, kernel_size=kernel_size)
     return kernel, stride, dilation
 
 
@@ -77,8 +76,8 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     if finite:
         m = _max_along(xp, 3, kernel[1], stride[1], dilation[1], out_hw[1])  # (C, N, Hp, Wo)
         y = _max_along(m, 2, kernel[0], stride[0], dilation[0], out_hw[0])  # (C, N, Ho, Wo)
-        return as_nchw(y), ("separable", geo, xp, m, y)
-    y, arg = _max_argmax(xp, kernel, stride, dilation, out_hw)
+        return as_nchw(y.copy()), ("separable", geo, xp, m, y)  # the caller may change its y in place
+    y, arg = _max_argmax(xp, pads, kernel, stride, dilation, out_hw)
     return as_nchw(y), ("argmax", geo, arg)
 
 
@@ -132,14 +131,22 @@ def _route_along(dy, xp, y, axis, k, s, d):
     return dxp
 
 
-def _max_argmax(xp, kernel, stride, dilation, out_hw):
-    """Running maximum over all kH*kW offsets, remembering the winning offset."""
-    offsets = list(window_slices(kernel, stride, dilation, out_hw))
-    y = xp[_ALL + offsets[0][2]].copy()  # (C, N, Ho, Wo)
-    arg = np.zeros(y.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
-    for k, (_, _, rows_cols) in enumerate(offsets[1:], start=1):
+def _max_argmax(xp, pads, kernel, stride, dilation, out_hw):
+    """Running maximum over all kH*kW offsets, remembering the winning offset.
+
+    As PyTorch, padding never wins: each window starts at -inf with its first real
+    pixel as the provisional argmax (so an all -inf window routes there), and a
+    later offset wins only if strictly greater (first maximum wins ties) or NaN.
+    """
+    first = [np.maximum(0, -(-(p - np.arange(o) * s) // d))  # first offset index that is inside the input
+             for p, o, s, d in ((pads[0], out_hw[0], stride[0], dilation[0]),
+                                (pads[2], out_hw[1], stride[1], dilation[1]))]
+    y = np.full((xp.shape[0], xp.shape[1]) + tuple(out_hw), -np.inf, dtype=xp.dtype)  # (C, N, Ho, Wo)
+    arg = np.empty(y.shape, dtype=np.uint8 if kernel[0] * kernel[1] < 256 else np.int32)
+    arg[...] = first[0][:, None] * kernel[1] + first[1][None, :]
+    for k, (_, _, rows_cols) in enumerate(window_slices(kernel, stride, dilation, out_hw)):
         v = xp[_ALL + rows_cols]
-        better = (v > y) | np.isnan(v)  # strictly greater: the first maximum wins ties; NaN wins
+        better = (v > y) | np.isnan(v)
         np.copyto(y, v, where=better)
         np.copyto(arg, k, where=better)
     return y, arg
@@ -151,7 +158,7 @@ def max_pool2d_indices(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     kernel, stride, dilation, pads, out_hw = _pool_args(
         x, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d", max_pool=True)
     xp = pad_channel_major(x, pads, padded_size(out_hw, kernel, stride, dilation), fill=-np.inf)
-    _, arg = _max_argmax(xp, kernel, stride, dilation, out_hw)
+    _, arg = _max_argmax(xp, pads, kernel, stride, dilation, out_hw)
     i, j = np.divmod(arg.astype(np.int64), kernel[1])  # (C, N, Ho, Wo) window offsets
     rows = np.arange(out_hw[0])[:, None] * stride[0] - pads[0] + i * dilation[0]
     cols = np.arange(out_hw[1])[None, :] * stride[1] - pads[2] + j * dilation[1]

@@ -34,9 +34,7 @@ def conv_out_size(size: int, kernel: int, stride: int = 1, pad_before: int = 0,
     start inside the input or the leading padding. May return <= 0; callers check.
     """
     span = size + pad_before + pad_after - dilation * (kernel - 1) - 1
-    if span < 0:
-        return span // stride + 1  # floor division keeps "kernel too large" visibly <= 0
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor division, as PyTorch's div_rtn
     if ceil_mode and (out - 1) * stride >= size + pad_before:
         out -= 1
     return out
