@@ -1,0 +1,14 @@
+"""cnnkit: convolutional neural networks from first principles, in readable NumPy.
+
+    import numpy as np, cnnkit
+    from cnnkit import nn
+    model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+    y = model(np.zeros((8, 1, 28, 28), np.float32))
+    dx = model.backward(np.ones_like(y))
+"""
+
+from . import functional, nn, optim
+from .functional.window import conv_out_size
+
+__version__ = "0.1.0"
+__all__ = ["functional", "nn", "optim", "conv_out_size", "__version__"]

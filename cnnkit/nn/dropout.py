@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import type_error
-from ..functional import dropout as F
+from ..functional import regularization as F
 from ..functional.activation import _check_float
 from .module import Layer
 

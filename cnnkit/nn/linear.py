@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from .._errors import type_error, value_error
-from ..functional import linear as F
+from ..functional import dense as F
 from ..functional._check import check_same_dtype
 from ..functional.activation import _check_float
 from .init import uniform_fan_in

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from cnnkit.functional import dropout as D
-from cnnkit.functional import linear as L
+from cnnkit.functional import regularization as D
+from cnnkit.functional import dense as L
 from tests.helpers import assert_close, numeric_grad, to_numpy, to_torch
 
 
