@@ -59,18 +59,27 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     geo = _Geometry(x.shape, w.shape, pads, stride, dilation, out_hw)
     w_mat = (w[:, :, ::-1, ::-1] if flip else w).reshape(g, fg, cg * kh * kw)  # (G, Fg, K)
 
-    x_col = geo.im2col(x).reshape(g, cg * kh * kw, -1)  # (G, K, L) with L = geo.cols
-    y = _matmul(w_mat, x_col).reshape(f, geo.cols)  # (F, L)
-    y = geo.col_to_output(y)  # (F, N, Ho, Wo), compact
+    depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
+    if depthwise:  # K*K shifted multiply-adds instead of a column matrix and tiny GEMMs
+        xp = geo.pad(x)  # (C, N, Hp, Wp)
+        y = np.zeros((c,) + geo.tap_shape, dtype=x.dtype)  # (C, L) or (C, N, Ho, Wo)
+        tmp = np.empty_like(y)
+        for k, tap in geo.taps(xp):
+            y += np.multiply(tap, w_mat[:, 0, k].reshape((c,) + (1,) * (y.ndim - 1)), out=tmp)
+        cache_x = xp
+    else:
+        cache_x = geo.im2col(x).reshape(g, cg * kh * kw, -1)  # (G, K, L)
+        y = _matmul(w_mat, cache_x)  # (G, Fg, L)
+    y = geo.col_to_output(y.reshape(f, -1))  # (F, N, Ho, Wo), compact
     if b is not None:
         y += b[:, None, None, None]
-    cache = (geo, x_col, w_mat, groups, flip, b is not None)
+    cache = (geo, cache_x, w_mat, groups, flip, b is not None, depthwise)
     return as_nchw(y), cache
 
 
 def conv2d_backward(dy: np.ndarray, cache):
     """Gradients of a 2-D convolution: ``(dx, dw, db)`` (db is None without bias)."""
-    geo, x_col, w_mat, groups, flip, has_bias = cache
+    geo, cache_x, w_mat, groups, flip, has_bias, depthwise = cache
     n, c, h, wd = geo.x_shape
     f, cg, kh, kw = geo.w_shape
     if dy.shape != (n, f) + geo.out_hw:
@@ -78,36 +87,46 @@ def conv2d_backward(dy: np.ndarray, cache):
                           dy=tuple(dy.shape), expected=(n, f) + geo.out_hw)
     dy_cn = dy.transpose(1, 0, 2, 3)  # (F, N, Ho, Wo)
     db = dy_cn.sum(axis=(1, 2, 3)) if has_bias else None
-    dy_mat = geo.output_to_col(dy_cn).reshape(groups, f // groups, -1)  # (G, Fg, L)
+    dy_col = geo.output_to_col(dy_cn)  # (F, L) or (F, N, Ho, Wo)
 
-    dw = _matmul(dy_mat, x_col.transpose(0, 2, 1)).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
+    if depthwise:  # cache_x is the padded input
+        xp, dxp = cache_x, geo.zeros_padded(dy.dtype)
+        dw = np.empty((c, kh * kw), dtype=dy.dtype)
+        tmp = np.empty_like(dy_col)
+        scale = (c,) + (1,) * (dy_col.ndim - 1)
+        dot = "cl,cl->c" if dy_col.ndim == 2 else "cnhw,cnhw->c"
+        for (k, tap), (_, dtap) in zip(geo.taps(xp), geo.taps(dxp)):
+            dw[:, k] = np.einsum(dot, dy_col, tap)  # sum of dy * x over every position
+            dtap += np.multiply(dy_col, w_mat[:, 0, k].reshape(scale), out=tmp)
+        dw = dw.reshape(geo.w_shape)
+        dx = crop_channel_major(dxp, geo.pads, (h, wd))
+    else:
+        dy_mat = dy_col.reshape(groups, f // groups, -1)  # (G, Fg, L)
+        dw = _matmul(dy_mat, cache_x.transpose(0, 2, 1)).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
+        dx_col = _matmul(w_mat.transpose(0, 2, 1), dy_mat)  # (G, K, L)
+        dx = geo.col2im(dx_col.reshape(c, kh * kw, -1))  # (N, C, H, W) view of (C, N, H, W)
     if flip:
         dw = np.ascontiguousarray(dw[:, :, ::-1, ::-1])
-    dx_col = _matmul(w_mat.transpose(0, 2, 1), dy_mat)  # (G, K, L)
-    dx = geo.col2im(dx_col.reshape(c, kh, kw, -1))  # (N, C, H, W) view of (C, N, H, W)
     return dx, dw, db
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(G, M, K) @ (G, K, L) per group. One BLAS GEMM when G == 1; an outer product
-    by broadcasting when K == 1 (NumPy's batched matmul is slow there: depthwise dx)."""
+    """(G, M, K) @ (G, K, L) per group; one BLAS GEMM when G == 1."""
     if a.shape[0] == 1:
         return (a[0] @ b[0])[None]
-    if a.shape[2] == 1:
-        return a * b  # (G, M, 1) * (G, 1, L)
     return np.matmul(a, b)
 
 
 class _Geometry:
-    """Where each kernel offset reads, for the three ways of building columns.
+    """Where each kernel offset ("tap") reads, for the three ways of building columns.
 
     - ``pointwise``: 1x1 kernel, stride 1, no padding: the input itself is the
       column matrix (C, N*H*W) - no copy when it is channel-major.
-    - ``shift`` (stride 1): flatten the padded input to (C, N*Hp*Wp); then kernel
-      offset (i, j) is the contiguous run starting at ``i*D*Wp + j*D``. Columns
-      are computed for every padded-grid position (a few extra at the right and
-      bottom borders, later dropped) in exchange for long contiguous copies.
-    - ``strided`` (stride > 1): one strided 2-D slice per offset (window_slices).
+    - ``shift`` (stride 1): flatten the padded input to (C, N*Hp*Wp); then tap
+      (i, j) is the contiguous run starting at ``i*D*Wp + j*D``. Columns are
+      computed for every padded-grid position (a few extra at the right and
+      bottom borders, dropped afterwards) in exchange for long contiguous copies.
+    - ``strided`` (stride > 1): one strided 2-D slice per tap (window_slices).
     """
 
     def __init__(self, x_shape, w_shape, pads, stride, dilation, out_hw):
@@ -127,30 +146,44 @@ class _Geometry:
         if self.mode == "shift":
             self.offsets = [i * dilation[0] * wp + j * dilation[1] for i in range(kh) for j in range(kw)]
             self.cols = max(n * hp * wp - self.offsets[-1], 0)  # positions whose window fits the buffer
+            self.tap_shape = (self.cols,)
         else:
             self.cols = n * ho * wo
+            self.tap_shape = (n, ho, wo)
+
+    def pad(self, x: np.ndarray) -> np.ndarray:
+        return pad_channel_major(x, self.pads, self.padded_hw)  # (C, N, Hp, Wp)
+
+    def zeros_padded(self, dtype) -> np.ndarray:
+        n, c = self.x_shape[:2]
+        return np.zeros((c, n) + tuple(self.padded_hw), dtype=dtype)  # (C, N, Hp, Wp)
+
+    def taps(self, xp: np.ndarray):
+        """Yield ``(k, view)`` for every tap k (row-major over the kernel): the view of
+        the padded (C, N, Hp, Wp) buffer that tap reads, shaped (C,) + tap_shape."""
+        if self.mode == "shift":
+            flat = xp.reshape(xp.shape[0], -1)  # (C, N*Hp*Wp)
+            for k, off in enumerate(self.offsets):
+                yield k, flat[:, off:off + self.cols]
+        else:
+            kernel = self.w_shape[2:]
+            for k, (_, _, rows_cols) in enumerate(window_slices(kernel, self.stride, self.dilation,
+                                                                self.out_hw)):
+                yield k, xp[(slice(None), slice(None)) + rows_cols]  # (C, N, Ho, Wo)
 
     def im2col(self, x: np.ndarray) -> np.ndarray:
-        """(C, kH, kW, L) columns (pointwise: (C, L))."""
+        """(C, kH*kW, L) columns (pointwise: (C, L))."""
         n, c, h, wd = self.x_shape
-        kh, kw = self.w_shape[2:]
         if self.mode == "pointwise":
             return x.transpose(1, 0, 2, 3).reshape(c, n * h * wd)  # (C, L): copies only if not channel-major
-        xp = pad_channel_major(x, self.pads, self.padded_hw)  # (C, N, Hp, Wp)
-        x_col = np.empty((c, kh, kw, self.cols), dtype=x.dtype)
-        if self.mode == "shift":
-            x_flat = xp.reshape(c, -1)  # (C, N*Hp*Wp)
-            for k, off in enumerate(self.offsets):
-                x_col[:, k // kw, k % kw] = x_flat[:, off:off + self.cols]
-        else:
-            ho, wo = self.out_hw
-            view = x_col.reshape(c, kh, kw, n, ho, wo)
-            for i, j, rows_cols in window_slices((kh, kw), self.stride, self.dilation, self.out_hw):
-                view[:, i, j] = xp[(slice(None), slice(None)) + rows_cols]  # (C, N, Ho, Wo)
+        kk = self.w_shape[2] * self.w_shape[3]
+        x_col = np.empty((c, kk) + self.tap_shape, dtype=x.dtype)
+        for k, tap in self.taps(self.pad(x)):
+            x_col[:, k] = tap
         return x_col
 
     def col_to_output(self, y: np.ndarray) -> np.ndarray:
-        """(F, L) GEMM result -> compact (F, N, Ho, Wo) (drops the shift mode's extra columns)."""
+        """(F, L) result -> compact (F, N, Ho, Wo) (drops the shift mode's extra columns)."""
         f, (ho, wo), n = y.shape[0], self.out_hw, self.x_shape[0]
         if self.mode != "shift":
             return y.reshape(f, n, ho, wo)
@@ -162,10 +195,11 @@ class _Geometry:
         return out
 
     def output_to_col(self, dy_cn: np.ndarray) -> np.ndarray:
-        """(F, N, Ho, Wo) gradient -> (F, L) in the column order (zeros at extra columns)."""
+        """(F, N, Ho, Wo) gradient -> the column layout, (F, L) (zeros at extra columns)
+        or (F, N, Ho, Wo) for strided and pointwise."""
         f, n = dy_cn.shape[:2]
         if self.mode != "shift":
-            return dy_cn.reshape(f, -1)
+            return dy_cn
         hp, wp = self.padded_hw
         ho, wo = self.out_hw
         full = np.zeros((f, n, hp, wp), dtype=dy_cn.dtype)  # (F, N, Hp, Wp)
@@ -173,22 +207,14 @@ class _Geometry:
         return full.reshape(f, -1)[:, :self.cols]
 
     def col2im(self, dx_col: np.ndarray) -> np.ndarray:
-        """Add (C, kH, kW, L) column gradients back into the windows: the adjoint of im2col."""
+        """Add (C, kH*kW, L) column gradients back into the windows: the adjoint of im2col."""
         n, c, h, wd = self.x_shape
-        kh, kw = self.w_shape[2:]
         if self.mode == "pointwise":
             return as_nchw(dx_col.reshape(c, n, h, wd))
-        hp, wp = self.padded_hw
-        dxp = np.zeros((c, n, hp, wp), dtype=dx_col.dtype)  # (C, N, Hp, Wp)
-        if self.mode == "shift":
-            dx_flat = dxp.reshape(c, -1)  # (C, N*Hp*Wp)
-            for k, off in enumerate(self.offsets):
-                dx_flat[:, off:off + self.cols] += dx_col[:, k // kw, k % kw]
-        else:
-            ho, wo = self.out_hw
-            view = dx_col.reshape(c, kh, kw, n, ho, wo)
-            for i, j, rows_cols in window_slices((kh, kw), self.stride, self.dilation, self.out_hw):
-                dxp[(slice(None), slice(None)) + rows_cols] += view[:, i, j]
+        dxp = self.zeros_padded(dx_col.dtype)
+        dx_col = dx_col.reshape((c, dx_col.shape[1]) + self.tap_shape)
+        for k, tap in self.taps(dxp):
+            tap += dx_col[:, k]
         return crop_channel_major(dxp, self.pads, (h, wd))
 
 
