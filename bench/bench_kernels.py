@@ -100,7 +100,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_kernels.md")))
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help="keep glibc's default mmap threshold (see cnnkit/runtime.py)")
     args = ap.parse_args()
+    from cnnkit.runtime import tune_malloc
+    tuned = False if args.no_malloc_tuning else tune_malloc()
 
     import torch
     torch.set_num_threads(args.threads)
@@ -123,7 +127,7 @@ def main():
 
     lines = [f"Forward + backward, float32, {args.threads} threads, median of {args.repeats}; "
              f"NumPy {np.__version__}, PyTorch {torch.__version__}, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores.", "",
+             f"{os.cpu_count()} cores; malloc tuning {'on' if tuned else 'off'} (cnnkit/runtime.py).", "",
              "| case | cnnkit ms | PyTorch ms | ratio ours/PyTorch | cnnkit GFLOP/s |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {n} | {a:.2f} | {b:.2f} | {r:.2f} | {g} |" for n, a, b, r, g in rows]

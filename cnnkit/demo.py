@@ -68,6 +68,9 @@ def main(argv=None):
 
     from tqdm import tqdm
 
+    from .runtime import tune_malloc
+    tune_malloc()
+
     x_train, y_train = load_split(args.data, "train")
     x_test, y_test = load_split(args.data, "test")
     if args.limit:
