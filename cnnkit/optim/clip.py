@@ -42,8 +42,9 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
             "non-finite, so it cannot be clipped; pass error_if_nonfinite=False to scale the "
             "gradients by it anyway", total_norm=total_norm))
     clip_coef = min(float(max_norm) / (total_norm + 1e-6), 1.0)
-    for g in grads:
-        g *= clip_coef
+    with np.errstate(invalid="ignore"):  # inf * 0 = nan without a warning, as torch
+        for g in grads:
+            g *= clip_coef
     return total_norm
 
 
