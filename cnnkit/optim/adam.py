@@ -57,8 +57,9 @@ class Adam(Optimizer):
         return [n for n in ("step", "exp_avg", "exp_avg_sq") if n not in arrays]
 
     def _update(self, p, g, group, state) -> None:
-        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-        beta1, beta2 = group["betas"]
+        # Python floats keep float32 arithmetic in float32 (a NumPy float64 scalar would promote it)
+        lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        beta1, beta2 = (float(b) for b in group["betas"])
         if not state:
             state["step"] = np.zeros((), dtype=np.float64)
             state["exp_avg"] = np.zeros_like(p.data)
@@ -79,7 +80,7 @@ class Adam(Optimizer):
         v *= beta2
         v += (1 - beta2) * g * g                       # torch's addcmul: (value * g) * g
 
-        step = float(state["step"])                     # Python floats keep float32 math in float32
+        step = float(state["step"])
         bias_correction1 = 1 - beta1 ** step
         bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
         step_size = lr / bias_correction1

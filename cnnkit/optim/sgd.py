@@ -41,7 +41,10 @@ class SGD(Optimizer):
         return group
 
     def _update(self, p, g, group, state) -> None:
-        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+        # Python floats (a group value may have been set to a NumPy scalar by hand): a NumPy
+        # float64 scalar would promote float32 arithmetic to float64 (NEP 50).
+        lr, momentum = float(group["lr"]), float(group["momentum"])
+        weight_decay = float(group["weight_decay"])
         if group["maximize"]:
             g = -g
         if weight_decay != 0:
@@ -52,6 +55,6 @@ class SGD(Optimizer):
                 b = state["momentum_buffer"] = np.array(g, copy=True)
             else:
                 b *= momentum
-                b += (1 - group["dampening"]) * g
+                b += (1 - float(group["dampening"])) * g
             g = g + momentum * b if group["nesterov"] else b
         p.data += -lr * g
