@@ -185,6 +185,8 @@ def download(res: Resource, mirrors, dest: str, progress: bool = True) -> str:
             return dest
         except ChecksumError:
             raise
+        except FetchError as e:  # already names the URL
+            failures.append(f"  - {e}")
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             reason = e.reason if isinstance(e, urllib.error.URLError) else e
             failures.append(f"  - {url}: {type(e).__name__}: {reason}")

@@ -4,7 +4,7 @@ The loader is a cursor ``(epoch, batch)``. Iterating it yields the batches from 
 cursor to the end of that epoch, moving the cursor as each batch is handed out;
 when the epoch is used up the cursor moves to ``(epoch + 1, 0)``. Leaving a loop
 early leaves the cursor where it stopped, so the next loop goes on from there
-(``set_epoch(e)`` starts epoch ``e`` afresh).
+(``set_epoch(e)`` moves it to another epoch; ``set_epoch(e, batch=0)`` restarts one).
 
 Randomness (all from ``seed``, a non-negative int):
 
@@ -117,11 +117,22 @@ class DataLoader:
         if self.epoch == epoch and self.batch >= len(self):
             self.epoch, self.batch = epoch + 1, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Put the cursor at the start of ``epoch``."""
+    def set_epoch(self, epoch: int, batch: int | None = None) -> None:
+        """Move the cursor to ``epoch`` (at ``batch``).
+
+        Without ``batch``: the start of ``epoch``, unless the cursor is already in
+        ``epoch``, where it keeps its batch. So the usual ``set_epoch(e)`` at the top
+        of each epoch (PyTorch's sampler habit) does not undo a mid-epoch
+        ``load_state_dict``. Pass ``batch=0`` to restart an epoch from its first batch.
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise value_error("DataLoader", "epoch must be a non-negative int", epoch=epoch)
-        self.epoch, self.batch = int(epoch), 0
+        if batch is None:
+            batch = self.batch if int(epoch) == self.epoch else 0
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or not 0 <= batch <= len(self):
+            raise value_error("DataLoader", "batch must be an int in 0..len(loader)", batch=batch,
+                              batches=len(self))
+        self.epoch, self.batch = int(epoch), int(batch)
 
     # ---- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -55,7 +55,7 @@ class ToFloat:
         x = _check_batch("ToFloat", x)
         if x.dtype != np.uint8:
             raise type_error("ToFloat", "expected uint8 pixels in [0, 255]", dtype=str(x.dtype))
-        return x.astype(np.float32) * np.float32(1 / 255)
+        return x.astype(np.float32) / np.float32(255)
 
     def __repr__(self):
         return "ToFloat()"

@@ -65,6 +65,23 @@ def test_set_epoch_reproduces_any_epoch_alone():
     assert b.epoch == 3
     with pytest.raises(ValueError, match="epoch must be a non-negative int"):
         b.set_epoch(-1)
+    with pytest.raises(ValueError, match=r"batch must be an int in 0..len\(loader\)"):
+        b.set_epoch(1, batch=6)
+
+
+def test_set_epoch_keeps_a_resumed_position_in_the_same_epoch():
+    a = DataLoader(indexed(30), 7, shuffle=True, seed=1)
+    whole = [ids(x) for x, _ in a]
+    b = DataLoader(indexed(30), 7, shuffle=True, seed=1)
+    b.load_state_dict(dict(a.state_dict(), epoch=0, batch=3))
+    b.set_epoch(0)  # a trainer's habitual call at the top of the epoch
+    assert [ids(x) for x, _ in b] == whole[3:]
+    b.set_epoch(0)  # the cursor moved on to epoch 1: this is another epoch, so it starts at batch 0
+    assert [ids(x) for x, _ in b] == whole
+    it = iter(b)
+    next(it)
+    b.set_epoch(1, batch=0)  # explicit restart
+    assert b.state_dict()["batch"] == 0
 
 
 def augmented_loader(seed=11):

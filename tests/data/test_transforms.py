@@ -11,7 +11,7 @@ def test_to_float_known_values():
     y = ToFloat()(x)
     assert y.dtype == np.float32 and y.shape == x.shape
     assert y[0, 0, 0, 0] == 0.0 and y[0, 0, -1, -1] == 1.0
-    np.testing.assert_allclose(y.ravel(), np.arange(256) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(y.ravel(), np.arange(256, dtype=np.float32) / np.float32(255))  # as ToTensor
     with pytest.raises(TypeError, match="ToFloat: expected uint8.*dtype='float32'"):
         ToFloat()(y)
     with pytest.raises(ValueError, match=r"ToFloat: expected a batch of shape \(B, C, H, W\)"):
