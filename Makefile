@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   the main job: train a small CNN on real Fashion-MNIST and report
+#   make demo   the main job: `cnnkit train` with defaults on real Fashion-MNIST, then report
 #   make test   the test suite (PyTorch CPU as the oracle)
 # Both build their own virtual environment in .venv on first use.
 
@@ -24,13 +24,14 @@ data:
 	fi
 
 demo: $(VENV)/.installed data
-	$(PY) -m cnnkit.demo
+	$(VENV)/bin/cnnkit train --out runs/demo
 
 test: $(VENV)/.installed data
 	$(PY) -m pytest -n 2 -q
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed data
 	$(PY) bench/bench_kernels.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
