@@ -226,7 +226,7 @@ def _locate(folder: str, name: str, split: str):
 
 
 def _how_to_get(name: str) -> str:
-    text = f"Get it with `cnnkit data fetch {name}` (or `python -m cnnkit.data.fetch {name}`)"
+    text = f"Get it with `cnnkit data fetch {name}` (or `python -m cnnkit.cli data fetch {name}`)"
     if DATASETS[name]["apt"]:
         text += f", or `apt-get install {DATASETS[name]['apt']}` (Debian)"
     return text + ", or set CNNKIT_DATA to a folder that holds " + f"{name}/, or pass root=."

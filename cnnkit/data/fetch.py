@@ -2,8 +2,8 @@
 
 ``fetch("fashion-mnist")`` puts the files in ``$CNNKIT_DATA/fashion-mnist`` (or
 ``~/.cache/cnnkit/fashion-mnist``, or ``root``) and returns that folder, which is
-where ``load_dataset`` looks. From the command line: ``cnnkit data fetch NAME`` or
-``python -m cnnkit.data.fetch NAME``.
+where ``load_dataset`` looks. From the command line: ``cnnkit data fetch NAME``
+(``cnnkit.cli``); :func:`main` here is the same command on its own.
 
 Sources (tried in order; ``base_url`` replaces them all, e.g. a local mirror or a
 ``file://`` folder):
