@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fetch", help="download a data set and verify its SHA-256",
                         description="Download a data set from its official location and verify SHA-256.")
     f.add_argument("name")
-    f.add_argument("--root", help="target folder (default: ~/.cache/cnnkit/NAME)")
+    f.add_argument("--root", help="target folder (default: $CNNKIT_DATA/NAME if set, else ~/.cache/cnnkit/NAME)")
     return p
 
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
             from .data.fetch import fetch
             print(fetch(args.name, root=args.root))
             return 0
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except (ValueError, TypeError, OSError, KeyError) as e:  # OSError: missing files, failed downloads
         print(f"cnnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 1
