@@ -1,0 +1,161 @@
+"""One epoch of LeNet-5 (``lenet5_modern``) training on Fashion-MNIST, cnnkit vs PyTorch.
+
+Both train in the same process on the same number of threads, from the same
+initial weights (cnnkit's, copied into an equivalent ``torch.nn.Sequential`` by
+``state_dict`` name), on the same batches in the same order, with the same
+optimizer (SGD, lr 0.01, momentum 0.9, batch 64). Prints each library's epoch
+time, images/s, the ratio ours/PyTorch, and the final training loss of both
+(the mean over the last 100 batches, and the last batch's), which should be close
+since only float32 rounding separates the two runs. Writes the table to
+bench/results_train.md.
+
+As bench_kernels.py, this script unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for
+its own process (it re-executes itself before importing NumPy), and applies
+``cnnkit.runtime.tune_malloc()``.
+
+Usage: python bench/bench_train.py [--limit N] [--threads 2] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")) and "_CNNKIT_BENCH" not in os.environ:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env["_CNNKIT_BENCH"] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import platform  # noqa: E402
+import time  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+DATA = "/usr/share/datasets/fashion-mnist"
+MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics
+
+
+def load_train(data_dir: str, limit: int):
+    from cnnkit.data.idx import read_idx
+    x = read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))
+    y = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    return ((x.astype(np.float32) / 255.0 - MEAN) / STD)[:, None], y  # (N, 1, 28, 28)
+
+
+def torch_lenet5_modern(num_classes: int = 10, in_channels: int = 1):
+    """cnnkit's lenet5_modern in torch.nn, with the same child names (so the same state_dict keys)."""
+    import torch.nn as T
+    return T.Sequential(OrderedDict(
+        features=T.Sequential(T.Conv2d(in_channels, 6, 5, padding=2), T.ReLU(), T.MaxPool2d(2),
+                              T.Conv2d(6, 16, 5), T.ReLU(), T.MaxPool2d(2)),
+        avgpool=T.AdaptiveAvgPool2d(5),
+        flatten=T.Flatten(),
+        classifier=T.Sequential(T.Linear(400, 120), T.ReLU(), T.Linear(120, 84), T.ReLU(),
+                                T.Linear(84, num_classes))))
+
+
+def train_cnnkit(model, x, y, batches, lr, momentum):
+    from cnnkit.nn import CrossEntropyLoss
+    from cnnkit.optim import SGD
+    loss_fn = CrossEntropyLoss()
+    opt = SGD(model.parameters(), lr=lr, momentum=momentum)
+    losses = []
+    t0 = time.perf_counter()
+    for idx in batches:
+        opt.zero_grad()
+        losses.append(float(loss_fn(model(x[idx]), y[idx])))
+        model.backward(loss_fn.backward())
+        opt.step()
+    return time.perf_counter() - t0, losses
+
+
+def train_torch(model, x, y, batches, lr, momentum):
+    import torch
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    losses = []
+    t0 = time.perf_counter()
+    for idx in batches:
+        opt.zero_grad()
+        loss = loss_fn(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return time.perf_counter() - t0, losses
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DATA, help="folder with Fashion-MNIST's train-*.gz files")
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all 60,000)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).with_name("results_train.md")))
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help="keep glibc's default mmap threshold (see cnnkit/runtime.py)")
+    args = ap.parse_args()
+    from cnnkit.runtime import tune_malloc
+    tuned = False if args.no_malloc_tuning else tune_malloc()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+    except ImportError:
+        pass  # NumPy's OpenBLAS uses all cores by default; this machine has 2
+
+    from cnnkit import models
+    x, y = load_train(args.data, args.limit)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(x))
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+    ours = models.get("lenet5_modern", rng=rng)
+    theirs = torch_lenet5_modern()
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    load_before = os.getloadavg()[0]
+
+    t_ours, loss_ours = train_cnnkit(ours, x, y, batches, args.lr, args.momentum)
+    print(f"cnnkit  {t_ours:7.2f} s  {len(x) / t_ours:7.0f} img/s  final loss {np.mean(loss_ours[-100:]):.4f}",
+          flush=True)
+    t_torch, loss_torch = train_torch(theirs, x, y, batches, args.lr, args.momentum)
+    print(f"PyTorch {t_torch:7.2f} s  {len(x) / t_torch:7.0f} img/s  final loss {np.mean(loss_torch[-100:]):.4f}",
+          flush=True)
+    load_after = os.getloadavg()[0]
+    drift = max(float(np.abs(v - theirs.state_dict()[k].numpy()).max())
+                for k, v in ours.state_dict().items())
+    ratio = t_ours / t_torch
+    print(f"ratio ours/PyTorch {ratio:.2f}; largest weight difference after the epoch {drift:.2e}; "
+          f"1-min load average {load_before:.2f} before, {load_after:.2f} after")
+
+    n_last = min(100, len(batches))
+    lines = [f"One epoch of lenet5_modern on Fashion-MNIST ({len(x):,} images, batch {args.batch_size}, "
+             f"SGD lr {args.lr} momentum {args.momentum}), same initial weights and batch order, "
+             f"float32, {args.threads} threads, same process; NumPy {np.__version__}, PyTorch {torch.__version__}, "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; malloc tuning "
+             f"{'on' if tuned else 'off'}; 1-min load average {load_before:.2f} before, {load_after:.2f} after. "
+             f"Command: `python bench/bench_train.py{f' --limit {args.limit}' if args.limit else ''}`.", "",
+             f"| library | epoch s | images/s | ratio ours/PyTorch | mean loss, last {n_last} batches | "
+             "last batch loss |",
+             "|---|---:|---:|---:|---:|---:|",
+             f"| cnnkit | {t_ours:.2f} | {len(x) / t_ours:,.0f} | {ratio:.2f} | {np.mean(loss_ours[-n_last:]):.4f} | "
+             f"{loss_ours[-1]:.4f} |",
+             f"| PyTorch | {t_torch:.2f} | {len(x) / t_torch:,.0f} | 1.00 | {np.mean(loss_torch[-n_last:]):.4f} | "
+             f"{loss_torch[-1]:.4f} |", "",
+             f"Largest absolute weight difference between the two models after the epoch: {drift:.2e}."]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
