@@ -84,3 +84,29 @@ def test_fashion_mnist_real_files():
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
     assert y.shape == (10000,) and set(np.unique(y)) == set(range(10))
     assert np.bincount(y).tolist() == [1000] * 10
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST), reason="Debian's dataset-fashion-mnist is not installed")
+def test_corrupted_copies_of_a_real_file(tmp_path):
+    raw = gzip.decompress(open(f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "rb").read())
+    assert parse_idx(raw).shape == (10000,)
+    for cut in (0, 3, 7, 8, 9, 5000, len(raw) - 1):  # truncated in the header, at the data start, mid-data
+        p = tmp_path / f"cut{cut}-idx1-ubyte"
+        p.write_bytes(raw[:cut])
+        with pytest.raises(IDXError, match=r"too short|truncated"):
+            read_idx(p)
+    flipped = bytearray(raw)
+    flipped[1] = 0x08  # magic 00 08 08 01: not 00 00
+    (tmp_path / "magic-idx1-ubyte").write_bytes(bytes(flipped))
+    with pytest.raises(IDXError, match="bad magic"):
+        read_idx(tmp_path / "magic-idx1-ubyte")
+    wrong = bytearray(raw)
+    wrong[4:8] = (20000).to_bytes(4, "big")  # header claims 20,000 labels, the file holds 10,000
+    (tmp_path / "size-idx1-ubyte").write_bytes(bytes(wrong))
+    with pytest.raises(IDXError, match=r"truncated data: expected 20008 bytes"):
+        read_idx(tmp_path / "size-idx1-ubyte")
+    gz = tmp_path / "cut.gz"
+    full = gzip.compress(raw)
+    gz.write_bytes(full[:-20])  # a gzip stream that ends early
+    with pytest.raises(IDXError, match="broken gzip stream"):
+        read_idx(gz)
