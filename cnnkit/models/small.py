@@ -3,8 +3,20 @@
 ``cnn``: two stages of 3x3 conv + ReLU + 2x2 max pool, then a dropout MLP.
 ``cnn_bn``: two VGG-style stages of two 3x3 conv-BatchNorm-ReLU blocks each, then a
 2x2 max pool; then a dropout MLP. The convs before BatchNorm have no bias (BN's
-shift replaces it). The widths were chosen by measured speed and accuracy on
-Fashion-MNIST (see the README's recipe table).
+shift replaces it).
+
+Measured on Fashion-MNIST (55,000 training images, the last 5,000 of a seeded
+shuffle held out for validation; 10,000 test images), SGD momentum 0.9 Nesterov,
+weight decay 5e-4, batch 128, lr 0.05 with a per-epoch cosine schedule, no
+augmentation (horizontal flips cost ``cnn`` 0.7 points of validation accuracy
+over 7 epochs), on a 2-core AMD EPYC:
+
+    model            epochs  s/epoch          val     test
+    cnn (32, 64)     7       65 (2 threads)   92.54%  92.13%   7 min 56 s in all
+    cnn_bn (32, 64)  6       300 (1 thread)   93.60%  92.88%   32 min 22 s in all
+
+At equal compute ``cnn`` with (32, 64) channels for 4 epochs beat (16, 32) for
+8 epochs on validation (91.82% vs 91.54%), hence the default widths.
 
 Shapes for a 28x28 input: every 3x3 conv has padding 1 (``O = (I - 3 + 2)/1 + 1 = I``),
 each pool halves: 28 -> 14 -> 7. For 32x32: 32 -> 16 -> 8, and
