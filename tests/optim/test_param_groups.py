@@ -47,3 +47,18 @@ def test_param_groups_structure_and_add_param_group():
     with pytest.raises(ValueError, match="nesterov needs momentum"):
         opt.add_param_group({"params": [Parameter(np.ones(1))], "momentum": 0.0, "nesterov": True})
     assert len(opt.param_groups) == 2
+
+
+def test_lr_shortcut_reads_and_sets_every_group():
+    import numpy as np
+    from cnnkit.nn.module import Parameter
+    from cnnkit.optim import SGD
+    a, b = Parameter(np.ones(2)), Parameter(np.ones(2))
+    opt = SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}], lr=0.5)
+    assert opt.lr == 0.1
+    opt.lr = 0.2
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 0.2]
+    a.grad, b.grad = np.ones(2), np.ones(2)
+    opt.step()
+    np.testing.assert_allclose(a.data, 0.8)
+    np.testing.assert_allclose(b.data, 0.8)
