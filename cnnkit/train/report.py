@@ -51,7 +51,7 @@ def plot_confusion(confusion: np.ndarray, classes, path: str) -> None:
         for j in range(n):
             ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), [c[:10] for c in classes], rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(range(n), [c[:12] for c in classes], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), [c[:12] for c in classes], fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
