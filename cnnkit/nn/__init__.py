@@ -1,6 +1,6 @@
 """Layers with ``torch.nn``'s constructor signatures, each with an explicit backward."""
 
-from .activation import ELU, Identity, LeakyReLU, LogSoftmax, ReLU, ScaledTanh, Sigmoid, Softmax, Tanh
+from .activation import ELU, Identity, LeakyReLU, LogSoftmax, ReLU, ReLU6, ScaledTanh, Sigmoid, Softmax, Tanh
 from .containers import Add, Concat, Graph, Sequential
 from .conv import Conv2d
 from .dropout import Dropout
@@ -13,6 +13,6 @@ from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 Module = Layer  # the PyTorch name, for readers coming from torch.nn
 
 __all__ = ["Layer", "Module", "Parameter", "Sequential", "Graph", "Add", "Concat", "Conv2d", "MaxPool2d",
-           "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten", "ReLU", "LeakyReLU", "ELU", "Sigmoid",
+           "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten", "ReLU", "ReLU6", "LeakyReLU", "ELU", "Sigmoid",
            "Tanh", "ScaledTanh", "Softmax", "LogSoftmax", "Identity", "Dropout", "BatchNorm1d",
            "BatchNorm2d", "LocalResponseNorm", "CrossEntropyLoss", "NLLLoss", "MSELoss"]

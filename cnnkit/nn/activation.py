@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from ..functional import activation as F
-from ..functional.activation import _check_float, _check_number
+from ..functional.activation import _check_dy, _check_float, _check_number
 from .module import Layer
 
 
@@ -32,6 +32,35 @@ class ReLU(Layer):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         return F.relu_backward(dy, self._take_cache())
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class ReLU6(Layer):
+    """``y = min(max(x, 0), 6)`` (MobileNetV2's activation, Sandler et al. 2018, section 3.2:
+    robust under low-precision arithmetic). The gradient is ``dy`` where ``0 < x < 6`` and 0
+    elsewhere, including exactly at 0 and 6, as ``torch.nn.ReLU6`` (hardtanh's rule).
+    ``inplace=True`` overwrites the input with the output.
+
+    Shape: input ``(*)``, output ``(*)``, same shape.
+    """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_float(x, self.label())
+        inside = (x > 0) & (x < 6)                       # the mask before any in-place write
+        y = np.clip(x, 0, 6, out=x if self.inplace else None)
+        self._cache = (inside, y.shape, y.dtype)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        inside, shape, dtype = self._take_cache()
+        _check_dy(dy, shape, dtype, self.label())
+        return dy * inside
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
