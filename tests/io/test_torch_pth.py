@@ -280,3 +280,29 @@ def test_package_has_no_unrestricted_pickle_load():
             assert not line.strip().startswith(("import torch", "from torch")), (f, line)
             if ".load()" in line or "pickle.Unpickler" in line:
                 assert "restricted" in line, (f, line)
+
+
+def test_big_endian_byteorder(tmp_path):
+    # torch.save on a big-endian host writes byteorder "big" and big-endian storages:
+    # simulate it by byte-swapping the storages of a little-endian file.
+    t = {"f": torch.randn(3, 4), "i": torch.arange(-5, 5, dtype=torch.int64), "h": torch.randn(5).half()}
+    p = tmp_path / "le.pt"
+    torch.save(t, p)
+    with zipfile.ZipFile(p) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    sizes = {str(k): v.element_size() for k, v in zip(range(3), t.values())}
+    for n in list(members):
+        if n.endswith("/byteorder"):
+            members[n] = b"big"
+        elif "/data/" in n and not n.endswith("serialization_id"):
+            key = n.rsplit("/", 1)[1]
+            item = sizes[key]
+            members[n] = np.frombuffer(members[n], f"<u{item}").astype(f">u{item}").tobytes()
+    q = tmp_path / "be.pt"
+    with zipfile.ZipFile(q, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    got = read_pth(q)
+    for k, v in t.items():
+        assert got[k].dtype.isnative
+        np.testing.assert_array_equal(got[k], v.numpy(), err_msg=k)
