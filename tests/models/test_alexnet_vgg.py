@@ -7,14 +7,18 @@ Counting and key tests only need shapes, so they build the models with the weigh
 replaced by a zero-memory broadcast (``cheap_init``): VGG-E's 143M random numbers take
 seconds on the shared cores. The forward tests build with the real init."""
 
+from collections import OrderedDict
+
 import numpy as np
 import pytest
+import torch
 
 import cnnkit.models.alexnet  # noqa: F401  (registers the models, whatever the import order)
 import cnnkit.models.vgg  # noqa: F401
 from cnnkit import models, nn
 from cnnkit.nn import conv as conv_module
 from cnnkit.nn import linear as linear_module
+from tests.helpers import assert_close
 
 
 def rng(seed=0):
@@ -121,9 +125,51 @@ def test_alexnet_torchvision_keys_and_count(cheap):
     assert m.num_parameters() == 61_100_840
 
 
-def test_alexnet_torchvision_forward_at_224():
+def torch_alexnet(num_classes):
+    """torchvision.models.AlexNet, written out in torch.nn (torchvision is not installed)."""
+    T = torch.nn
+    return T.Sequential(OrderedDict(
+        features=T.Sequential(
+            T.Conv2d(3, 64, 11, stride=4, padding=2), T.ReLU(), T.MaxPool2d(3, 2),
+            T.Conv2d(64, 192, 5, padding=2), T.ReLU(), T.MaxPool2d(3, 2),
+            T.Conv2d(192, 384, 3, padding=1), T.ReLU(), T.Conv2d(384, 256, 3, padding=1), T.ReLU(),
+            T.Conv2d(256, 256, 3, padding=1), T.ReLU(), T.MaxPool2d(3, 2)),
+        avgpool=T.AdaptiveAvgPool2d((6, 6)), flatten=T.Flatten(),
+        classifier=T.Sequential(T.Dropout(), T.Linear(9216, 4096), T.ReLU(), T.Dropout(), T.Linear(4096, 4096),
+                                T.ReLU(), T.Linear(4096, num_classes))))
+
+
+def torch_vgg11():
+    """torchvision.models.vgg11 (make_layers(cfgs['A'])), written out in torch.nn."""
+    T = torch.nn
+    layers, c = [], 3
+    for v in [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]:
+        if v == "M":
+            layers.append(T.MaxPool2d(2, 2))
+        else:
+            layers += [T.Conv2d(c, v, 3, padding=1), T.ReLU()]
+            c = v
+    return T.Sequential(OrderedDict(
+        features=T.Sequential(*layers), avgpool=T.AdaptiveAvgPool2d((7, 7)), flatten=T.Flatten(),
+        classifier=T.Sequential(T.Linear(25088, 4096), T.ReLU(), T.Dropout(), T.Linear(4096, 4096), T.ReLU(),
+                                T.Dropout(), T.Linear(4096, 1000))))
+
+
+def load_into_torch(module, ours):
+    state = {k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}
+    module.load_state_dict(state, strict=True)  # every name and shape must match, both ways
+    return module.eval()
+
+
+def test_alexnet_torchvision_forward_at_224_equals_torch():
     m = models.get("alexnet_torchvision", num_classes=7, in_channels=3, rng=rng()).eval()
-    assert m(rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)).shape == (1, 7)
+    x = rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    y = m(x)
+    assert y.shape == (2, 7)
+    with torch.no_grad():
+        t = load_into_torch(torch_alexnet(7), m)(torch.from_numpy(x)).numpy()
+    assert_close(y, t, rtol=1e-4, atol=1e-6, what="alexnet_torchvision logits")
+    assert np.abs(t).max() > 1e-3  # logits are about 0.01 with the default init: atol 1e-6 is tight
 
 
 # ---- VGG ---------------------------------------------------------------------------------
@@ -194,7 +240,18 @@ def test_vgg_aliases_are_the_papers_configurations(cheap):
     assert isinstance(m.avgpool, nn.AdaptiveAvgPool2d)
 
 
-def test_vgg_a_forward_at_224():
-    m = models.get("vgg_a", num_classes=1000, in_channels=3, rng=rng()).eval()
-    y = m(rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32))
+@pytest.fixture(scope="module")
+def vgg_a_real():
+    return models.get("vgg_a", num_classes=1000, in_channels=3, rng=rng()).eval()
+
+
+def test_vgg_a_forward_at_224(vgg_a_real):
+    y = vgg_a_real(rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32))
     assert y.shape == (1, 1000) and y.dtype == np.float32 and np.all(np.isfinite(y))
+
+
+def test_vgg_a_equals_torchvision_vgg11_with_the_same_weights(vgg_a_real):
+    x = rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)  # the adaptive pool makes 64x64 work
+    with torch.no_grad():
+        t = load_into_torch(torch_vgg11(), vgg_a_real)(torch.from_numpy(x)).numpy()
+    assert_close(vgg_a_real(x), t, rtol=1e-4, atol=1e-6, what="vgg_a vs torch vgg11 logits")
