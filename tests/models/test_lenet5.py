@@ -196,6 +196,50 @@ def test_lenet5_whole_model_gradient_float64_spot_check():
         assert_close(p.grad, numeric_grad(lambda: m(x), p.data, dy), rtol=1e-5, atol=1e-7, what=name)
 
 
+def torch_lenet5(params, prototypes, x, output):
+    """The same network written with torch ops, from ``params`` (name -> tensor)."""
+    import torch
+    import torch.nn.functional as F
+
+    def f(a):
+        return 1.7159 * torch.tanh(2.0 * a / 3.0)
+
+    def subsample(a, w, b):
+        return F.avg_pool2d(a, 2) * 4 * w[None, :, None, None] + b[None, :, None, None]
+
+    outs = torch.tensor([j for j, c in enumerate(C3_CONNECTIONS) for _ in c])
+    ins = torch.tensor([i for c in C3_CONNECTIONS for i in c])
+    c3 = torch.zeros((16, 6, 5, 5), dtype=x.dtype).index_put((outs, ins), params["features.4.weight"])
+    h = F.pad(x, (2, 2, 2, 2)) if x.shape[-1] == 28 else x
+    h = f(F.conv2d(h, params["features.0.weight"], params["features.0.bias"]))
+    h = f(subsample(h, params["features.2.weight"], params["features.2.bias"]))
+    h = f(F.conv2d(h, c3, params["features.4.bias"]))
+    h = f(subsample(h, params["features.6.weight"], params["features.6.bias"]))
+    h = f(F.conv2d(h, params["features.8.weight"], params["features.8.bias"])).flatten(1)
+    h = f(F.linear(h, params["classifier.0.weight"], params["classifier.0.bias"]))
+    y = ((h[:, None, :] - prototypes[None]) ** 2).sum(-1)
+    return -y if output == "logits" else y
+
+
+@pytest.mark.parametrize("size,output", [(28, "logits"), (32, "rbf")])
+def test_lenet5_equals_a_torch_implementation_logits_and_gradients(size, output):
+    import torch
+    m = models.get("lenet5", output=output, rng=rng(4), dtype=np.float64)
+    x = rng(5).standard_normal((3, 1, size, size))
+    dy = rng(6).standard_normal((3, 10))
+    y = m(x)
+    m.zero_grad()
+    dx = m.backward(dy)
+    params = {k: torch.tensor(p.data, requires_grad=True) for k, p in m.named_parameters()}
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch_lenet5(params, torch.tensor(digit_prototypes()), xt, output)
+    (yt * torch.tensor(dy)).sum().backward()
+    assert_close(y, yt.detach().numpy(), rtol=1e-10, atol=1e-10, what="outputs")
+    assert_close(dx, xt.grad.numpy(), rtol=1e-8, atol=1e-10, what="dx")
+    for name, p in m.named_parameters():
+        assert_close(p.grad, params[name].grad.numpy(), rtol=1e-8, atol=1e-10, what=name)
+
+
 # ---- training on real data -----------------------------------------------------------
 def fashion_mnist_256():
     try:
