@@ -273,3 +273,12 @@ def test_lenet5_a_few_sgd_steps_on_real_fashion_mnist_lower_the_loss():
 # dimensions (first loss 4.7, not ln 10). Measured with lr 1e-3, 3 epochs: first four
 # steps 3.40 on average, last four 1.35 (ratio 0.40).
 LR, EPOCHS, RATIO = 1e-3, 3, 0.6
+
+
+def test_lenet5_config_rebuilds_the_model():
+    m = models.get("lenet5", output="rbf", rng=rng())
+    assert m.config == {"name": "lenet5", "num_classes": 10, "in_channels": 1, "output": "rbf", "dtype": "float32"}
+    again = models.from_config(m.config, rng=rng(1))
+    again.load_state_dict(m.state_dict())
+    x = rng(2).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    assert_close(again(x), m(x), rtol=0, atol=0)
