@@ -4,6 +4,7 @@ ReLU6 against torch.nn.ReLU6, the option-A shortcut's gradient check, and a CIFA
 ResNet training a few steps on real Fashion-MNIST images."""
 
 import os
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -339,3 +340,90 @@ def test_googlenet_torchvision_keys_and_shapes():
     assert keys == list(sd)[:-2] + aux_keys + ["fc.weight", "fc.bias"]  # aux1, aux2 between 5b and fc
     assert aux_keys[:6] == ["aux1.conv.conv.weight"] + bn_keys("aux1.conv.bn")
     assert aux_keys[-4:] == ["aux2.fc1.weight", "aux2.fc1.bias", "aux2.fc2.weight", "aux2.fc2.bias"]
+
+
+# ---- equal to torch.nn replicas (torchvision's block code, written out) -------------------
+class TorchBlock(torch.nn.Module):
+    """torchvision's BasicBlock / Bottleneck (v1.5), or the CIFAR option-A block."""
+
+    def __init__(self, cin, width, stride, bottleneck, shortcut):
+        super().__init__()
+        T = torch.nn
+        self.bottleneck, cout = bottleneck, width * (4 if bottleneck else 1)
+        if bottleneck:
+            self.conv1, self.bn1 = T.Conv2d(cin, width, 1, bias=False), T.BatchNorm2d(width)
+            self.conv2, self.bn2 = T.Conv2d(width, width, 3, stride, 1, bias=False), T.BatchNorm2d(width)
+            self.conv3, self.bn3 = T.Conv2d(width, cout, 1, bias=False), T.BatchNorm2d(cout)
+        else:
+            self.conv1, self.bn1 = T.Conv2d(cin, width, 3, stride, 1, bias=False), T.BatchNorm2d(width)
+            self.conv2, self.bn2 = T.Conv2d(width, width, 3, 1, 1, bias=False), T.BatchNorm2d(width)
+        self.downsample, self.pad = None, None
+        if stride != 1 or cin != cout:
+            if shortcut == "B":
+                self.downsample = T.Sequential(T.Conv2d(cin, cout, 1, stride, bias=False), T.BatchNorm2d(cout))
+            else:
+                before = (cout - cin) // 2
+                self.pad = lambda x: torch.nn.functional.pad(x[:, :, ::stride, ::stride],
+                                                             (0, 0, 0, 0, before, cout - cin - before))
+
+    def forward(self, x):
+        r = torch.nn.functional.relu
+        out = r(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.bottleneck:
+            out = self.bn3(self.conv3(r(out)))
+        identity = self.downsample(x) if self.downsample is not None else (self.pad(x) if self.pad else x)
+        return r(out + identity)
+
+
+def torch_resnet(stem, stages, depths, bottleneck, shortcut, cin, num_classes):
+    T = torch.nn
+    parts = OrderedDict(stem)
+    c = parts["conv1"].out_channels
+    for s, (width, n) in enumerate(zip(stages, depths), start=1):
+        blocks = []
+        for b in range(n):
+            blocks.append(TorchBlock(c, width, 2 if (b == 0 and s > 1) else 1, bottleneck, shortcut))
+            c = width * (4 if bottleneck else 1)
+        parts[f"layer{s}"] = T.Sequential(*blocks)
+    parts["avgpool"], parts["flatten"] = T.AdaptiveAvgPool2d(1), T.Flatten()
+    parts["fc"] = T.Linear(c, num_classes)
+    return T.Sequential(parts)
+
+
+def compare_with_torch(ours, theirs, x):
+    """Load our weights into the replica (strict: same keys both ways), then compare the
+    training-mode logits, the input gradient and the first conv's weight gradient, in
+    float64 (BatchNorm over a few values per channel amplifies float32 rounding)."""
+    theirs.double()
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    theirs.train()
+    ours.train()
+    dy = rng(5).standard_normal((x.shape[0], 10))
+    y = ours(x)
+    dx = ours.backward(dy)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(ours.conv1.weight.grad, theirs.conv1.weight.grad.numpy(), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_resnet20_matches_a_torch_replica(shortcut):
+    ours = models.get("resnet20", num_classes=10, in_channels=3, shortcut=shortcut, rng=rng(),
+                      dtype=np.float64)
+    T = torch.nn
+    theirs = torch_resnet([("conv1", T.Conv2d(3, 16, 3, 1, 1, bias=False)), ("bn1", T.BatchNorm2d(16)),
+                           ("relu", T.ReLU())], (16, 32, 64), (3, 3, 3), False, shortcut, 3, 10)
+    compare_with_torch(ours, theirs, rng(1).standard_normal((4, 3, 12, 12)))
+
+
+def test_resnet50_matches_a_torch_replica_of_torchvisions_bottleneck():
+    ours = models.get("resnet50", num_classes=10, in_channels=3, rng=rng(), dtype=np.float64)
+    T = torch.nn
+    theirs = torch_resnet([("conv1", T.Conv2d(3, 64, 7, 2, 3, bias=False)), ("bn1", T.BatchNorm2d(64)),
+                           ("relu", T.ReLU()), ("maxpool", T.MaxPool2d(3, 2, 1))],
+                          (64, 128, 256, 512), (3, 4, 6, 3), True, "B", 3, 10)
+    compare_with_torch(ours, theirs, rng(1).standard_normal((2, 3, 64, 64)))  # layer4: 2x2
