@@ -91,7 +91,7 @@ def _conv_bn(g: Graph, i: int, cin: int, cout: int, k: int, stride: int, rng, dt
         g.add(f"relu{i}", ReLU())
 
 
-def _finish(g: Graph, shortcut: Layer | None, rng, dtype) -> Graph:
+def _finish(g: Graph, shortcut: Layer | None) -> Graph:
     """Add the shortcut (after the residual branch, torchvision's key order), the sum, the ReLU."""
     last = g.nodes[-1][0]
     other = "input"
@@ -115,7 +115,7 @@ def basic_block(cin: int, cout: int, stride: int, shortcut: str, rng, dtype) -> 
     sc = None
     if stride != 1 or cin != cout:
         sc = ShortcutA(cin, cout, stride) if shortcut == "A" else _projection(cin, cout, stride, rng, dtype)
-    return _finish(g, sc, rng, dtype)
+    return _finish(g, sc)
 
 
 def bottleneck(cin: int, width: int, stride: int, rng, dtype) -> Graph:
@@ -126,7 +126,7 @@ def bottleneck(cin: int, width: int, stride: int, rng, dtype) -> Graph:
     _conv_bn(g, 2, width, width, 3, stride, rng, dtype, relu=True)
     _conv_bn(g, 3, width, 4 * width, 1, 1, rng, dtype, relu=False)
     sc = _projection(cin, 4 * width, stride, rng, dtype) if stride != 1 or cin != 4 * width else None
-    return _finish(g, sc, rng, dtype)
+    return _finish(g, sc)
 
 
 def _imagenet_resnet(kind: str, depths: tuple, num_classes: int, in_channels: int, rng, dtype) -> Sequential:
