@@ -117,6 +117,6 @@ def from_config(config: dict, **overrides) -> Layer:
 
 
 # Importing a family module registers its models.
-from . import lenet, small  # noqa: E402,F401
+from . import alexnet, lenet, small, vgg  # noqa: E402,F401
 
 __all__ = ["register", "names", "get", "from_config"]
