@@ -427,3 +427,66 @@ def test_resnet50_matches_a_torch_replica_of_torchvisions_bottleneck():
                            ("relu", T.ReLU()), ("maxpool", T.MaxPool2d(3, 2, 1))],
                           (64, 128, 256, 512), (3, 4, 6, 3), True, "B", 3, 10)
     compare_with_torch(ours, theirs, rng(1).standard_normal((2, 3, 48, 48)))  # layer4: 2x2
+
+
+def torch_mobilenet_v2(num_classes):
+    """torchvision's MobileNetV2 (mobilenetv2.py) at width 1, written out with torch.nn."""
+    T = torch.nn
+
+    def cbr(cin, cout, k, stride=1, groups=1):
+        return T.Sequential(T.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), T.BatchNorm2d(cout),
+                            T.ReLU6())
+
+    class InvertedResidual(T.Module):
+        def __init__(self, cin, cout, stride, t):
+            super().__init__()
+            hidden = cin * t
+            layers = [cbr(cin, hidden, 1)] if t != 1 else []
+            layers += [cbr(hidden, hidden, 3, stride, hidden), T.Conv2d(hidden, cout, 1, bias=False),
+                       T.BatchNorm2d(cout)]
+            self.conv = T.Sequential(*layers)
+            self.use_res = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.conv(x) if self.use_res else self.conv(x)
+
+    feats, c = [cbr(3, 32, 3, 2)], 32
+    for t, cout, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                          (6, 160, 3, 2), (6, 320, 1, 1)):
+        for i in range(n):
+            feats.append(InvertedResidual(c, cout, s if i == 0 else 1, t))
+            c = cout
+    feats.append(cbr(320, 1280, 1))
+    return T.Sequential(OrderedDict(features=T.Sequential(*feats), avgpool=T.AdaptiveAvgPool2d(1),
+                                    flatten=T.Flatten(),
+                                    classifier=T.Sequential(T.Dropout(0.2), T.Linear(1280, num_classes))))
+
+
+@pytest.mark.parametrize("block, cin, size", [(1, 32, 8), (3, 24, 8)])  # no shortcut / identity shortcut
+def test_mobilenet_v2_inverted_residual_matches_a_torch_replica(block, cin, size):
+    """One block of each kind against torchvision's InvertedResidual (written out), in
+    float64, eval-mode BN with non-trivial running statistics (a whole-network torch
+    forward is slow on this CPU, so the blocks are compared one at a time)."""
+    ours = models.get("mobilenet_v2", num_classes=10, in_channels=3, rng=rng(), dtype=np.float64).eval()
+    theirs = torch_mobilenet_v2(10).double().eval()
+    sd = ours.state_dict()
+    for k in sd:
+        if k.endswith("running_mean"):
+            sd[k] = rng(len(k)).normal(0, 0.1, sd[k].shape)
+        elif k.endswith("running_var"):
+            sd[k] = rng(len(k)).uniform(0.5, 1.5, sd[k].shape)
+    ours.load_state_dict(sd)
+    theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    ob, tb = ours.features[block], theirs.features[block]
+    x = rng(1).standard_normal((2, cin, size, size)) * 3  # values beyond 6 exercise ReLU6's clip
+    y = ob(x)
+    dy = rng(5).standard_normal(y.shape)
+    dx = ob.backward(dy)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tb(tx)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-7, atol=1e-9)
+    depthwise = 0 if block == 1 else 1
+    np.testing.assert_allclose(ob.conv[depthwise][0].weight.grad,
+                               tb.conv[depthwise][0].weight.grad.numpy(), rtol=1e-7, atol=1e-9)
