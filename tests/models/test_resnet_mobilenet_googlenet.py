@@ -3,6 +3,7 @@ shapes, torchvision's state_dict keys (patterns written from torchvision's sourc
 ReLU6 against torch.nn.ReLU6, the option-A shortcut's gradient check, and a CIFAR
 ResNet training a few steps on real Fashion-MNIST images."""
 
+import json
 import os
 from collections import OrderedDict
 
@@ -490,3 +491,13 @@ def test_mobilenet_v2_inverted_residual_matches_a_torch_replica(block, cin, size
     depthwise = 0 if block == 1 else 1
     np.testing.assert_allclose(ob.conv[depthwise][0].weight.grad,
                                tb.conv[depthwise][0].weight.grad.numpy(), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name, options", [("resnet20", {"shortcut": "B"}),
+                                           ("mobilenet_v1", {"alpha": 0.25, "rho": 0.571}),
+                                           ("googlenet", {"aux_logits": True})])
+def test_configs_rebuild_the_same_architecture(name, options):
+    m = models.get(name, num_classes=7, in_channels=1, rng=rng(), **options)
+    again = models.from_config(json.loads(json.dumps(m.config)), rng=rng(1))
+    assert again.config == m.config and list(again.state_dict()) == list(m.state_dict())
+    assert again.num_parameters() == m.num_parameters()
