@@ -117,6 +117,6 @@ def from_config(config: dict, **overrides) -> Layer:
 
 
 # Importing a family module registers its models.
-from . import alexnet, lenet, small, vgg  # noqa: E402,F401
+from . import alexnet, googlenet, lenet, mobilenet, resnet, small, vgg  # noqa: E402,F401
 
 __all__ = ["register", "names", "get", "from_config"]
