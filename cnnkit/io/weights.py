@@ -16,10 +16,11 @@ The format is chosen by the file's first bytes (a zip is a ``.pth``), not its su
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from .._atomic import atomic_write_bytes
 
 from .torch_pth import CheckpointFormatError, read_pth
 
@@ -74,24 +75,5 @@ def save_weights(model, path) -> str:
     path = os.fspath(path)
     tensors = {k: np.array(v, order="C") for k, v in model.state_dict().items()}  # keeps 0-d shapes
     blob = save(tensors, metadata={"format": "np"})
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write_bytes(path, blob)
     return path

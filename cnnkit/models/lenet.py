@@ -210,7 +210,8 @@ def digit_prototypes() -> np.ndarray:
     rows = []
     for d in range(10):
         lines = DIGIT_BITMAPS[d].strip().splitlines()
-        assert len(lines) == 12 and all(len(line) == 7 for line in lines), d
+        if len(lines) != 12 or any(len(line) != 7 for line in lines):
+            raise RuntimeError(f"lenet5: the bitmap of digit {d} is not 12 rows of 7 characters")
         rows.append([1.0 if ch == "#" else -1.0 for line in lines for ch in line])
     return np.array(rows)
 
