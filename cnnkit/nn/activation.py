@@ -166,7 +166,29 @@ def _legacy_softmax_dim(ndim: int, name: str) -> int:
     return 0 if ndim in (0, 1, 3) else 1
 
 
-class Softmax(Layer):
+class _SoftmaxFamily(Layer):
+    """Shared body of Softmax and LogSoftmax: a kernel pair applied along ``dim``."""
+
+    _op = ""  # kernel name, for the legacy-dim warning
+
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_float(x, self.label())
+        dim = _legacy_softmax_dim(x.ndim, self._op) if self.dim is None else self.dim
+        y, self._cache = getattr(F, f"{self._op}_forward")(x, dim)
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return getattr(F, f"{self._op}_backward")(dy, self._take_cache())
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Softmax(_SoftmaxFamily):
     """``y_i = exp(x_i) / sum_j exp(x_j)`` along ``dim`` (max-subtracted, stable).
 
     ``dim=None`` follows PyTorch's deprecated legacy rule: axis 0 for 0-, 1- and 3-D
@@ -175,24 +197,10 @@ class Softmax(Layer):
     Shape: input ``(*)``, output ``(*)``, same shape; slices along ``dim`` sum to 1.
     """
 
-    def __init__(self, dim: int | None = None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float(x, self.label())
-        dim = _legacy_softmax_dim(x.ndim, "softmax") if self.dim is None else self.dim
-        y, self._cache = F.softmax_forward(x, dim)
-        return y
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.softmax_backward(dy, self._take_cache())
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+    _op = "softmax"
 
 
-class LogSoftmax(Layer):
+class LogSoftmax(_SoftmaxFamily):
     """``y_i = x_i - log sum_j exp(x_j)`` along ``dim`` (max-subtracted, stable).
 
     ``dim=None`` follows PyTorch's deprecated legacy rule: axis 0 for 0-, 1- and 3-D
@@ -201,21 +209,7 @@ class LogSoftmax(Layer):
     Shape: input ``(*)``, output ``(*)``, same shape.
     """
 
-    def __init__(self, dim: int | None = None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        _check_float(x, self.label())
-        dim = _legacy_softmax_dim(x.ndim, "log_softmax") if self.dim is None else self.dim
-        y, self._cache = F.log_softmax_forward(x, dim)
-        return y
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.log_softmax_backward(dy, self._take_cache())
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+    _op = "log_softmax"
 
 
 class Identity(Layer):
