@@ -17,10 +17,9 @@ import argparse
 import os
 import sys
 
-if any(k in os.environ for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")) and "_CNNKIT_BENCH" not in os.environ:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env["_CNNKIT_BENCH"] = "1"
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+from _common import limit_threads, reexec_without_openblas_overrides  # noqa: E402
+
+reexec_without_openblas_overrides()
 
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -103,16 +102,8 @@ def main():
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="keep glibc's default mmap threshold (see cnnkit/runtime.py)")
     args = ap.parse_args()
-    from cnnkit.runtime import tune_malloc
-    tuned = False if args.no_malloc_tuning else tune_malloc()
-
+    tuned = limit_threads(args.threads, malloc_tuning=not args.no_malloc_tuning)
     import torch
-    torch.set_num_threads(args.threads)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads)
-    except ImportError:
-        pass  # NumPy's OpenBLAS uses all cores by default; this machine has 2
 
     rng = np.random.default_rng(0)
     rows = []

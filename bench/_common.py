@@ -1,0 +1,36 @@
+"""Set-up shared by the benchmarks (imported before NumPy).
+
+``reexec_without_openblas_overrides()``: this machine may set OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE, which slow NumPy's BLAS; a benchmark re-executes itself once
+without them (its own process only; tests and CI keep them).
+``limit_threads(threads, malloc_tuning)``: the same thread count for PyTorch and
+NumPy's BLAS, and cnnkit's malloc setting; returns whether the latter was applied.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def reexec_without_openblas_overrides() -> None:
+    if any(k in os.environ for k in _OVERRIDES) and "_CNNKIT_BENCH" not in os.environ:
+        env = {k: v for k, v in os.environ.items() if k not in _OVERRIDES}
+        env["_CNNKIT_BENCH"] = "1"
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def limit_threads(threads: int, malloc_tuning: bool = True) -> bool:
+    from cnnkit.runtime import tune_malloc
+    tuned = tune_malloc() if malloc_tuning else False
+
+    import torch
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass  # NumPy's OpenBLAS uses all cores by default; this machine has 2
+    return tuned
