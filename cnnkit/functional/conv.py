@@ -77,8 +77,11 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     return as_nchw(y), cache
 
 
-def conv2d_backward(dy: np.ndarray, cache):
-    """Gradients of a 2-D convolution: ``(dx, dw, db)`` (db is None without bias)."""
+def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool = True):
+    """Gradients of a 2-D convolution: ``(dx, dw, db)`` (db is None without bias).
+
+    ``need_dx=False`` / ``need_dw=False`` skip that gradient (it is returned as None):
+    a first layer needs no dx (no GEMM, no col2im), a frozen one no dw."""
     geo, cache_x, w_mat, groups, flip, has_bias, depthwise = cache
     n, c, h, wd = geo.x_shape
     f, cg, kh, kw = geo.w_shape
@@ -90,22 +93,31 @@ def conv2d_backward(dy: np.ndarray, cache):
     dy_col = geo.output_to_col(dy_cn)  # (F, L) or (F, N, Ho, Wo)
 
     if depthwise:  # cache_x is the padded input
-        xp, dxp = cache_x, geo.zeros_padded(dy.dtype)
+        xp = cache_x
         dw = np.empty((c, kh * kw), dtype=dy.dtype)
-        tmp = np.empty_like(dy_col)
-        scale = (c,) + (1,) * (dy_col.ndim - 1)
         dot = "cl,cl->c" if dy_col.ndim == 2 else "cnhw,cnhw->c"
-        for (k, tap), (_, dtap) in zip(geo.taps(xp), geo.taps(dxp)):
-            dw[:, k] = np.einsum(dot, dy_col, tap)  # sum of dy * x over every position
-            dtap += np.multiply(dy_col, w_mat[:, 0, k].reshape(scale), out=tmp)
+        if need_dw:
+            for k, tap in geo.taps(xp):
+                dw[:, k] = np.einsum(dot, dy_col, tap)  # sum of dy * x over every position
+        dx = None
+        if need_dx:
+            dxp, tmp = geo.zeros_padded(dy.dtype), np.empty_like(dy_col)
+            scale = (c,) + (1,) * (dy_col.ndim - 1)
+            for k, dtap in geo.taps(dxp):
+                dtap += np.multiply(dy_col, w_mat[:, 0, k].reshape(scale), out=tmp)
+            dx = crop_channel_major(dxp, geo.pads, (h, wd))
         dw = dw.reshape(geo.w_shape)
-        dx = crop_channel_major(dxp, geo.pads, (h, wd))
     else:
         dy_mat = dy_col.reshape(groups, f // groups, -1)  # (G, Fg, L)
-        dw = _matmul(dy_mat, cache_x.transpose(0, 2, 1)).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
-        dx_col = _matmul(w_mat.transpose(0, 2, 1), dy_mat)  # (G, K, L)
-        dx = geo.col2im(dx_col.reshape(c, kh * kw, -1))  # (N, C, H, W) view of (C, N, H, W)
-    if flip:
+        dw = dx = None
+        if need_dw:
+            dw = _matmul(dy_mat, cache_x.transpose(0, 2, 1)).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
+        if need_dx:
+            dx_col = _matmul(w_mat.transpose(0, 2, 1), dy_mat)  # (G, K, L)
+            dx = geo.col2im(dx_col.reshape(c, kh * kw, -1))  # (N, C, H, W) view of (C, N, H, W)
+    if not need_dw:
+        dw = None
+    elif flip:
         dw = np.ascontiguousarray(dw[:, :, ::-1, ::-1])
     return dx, dw, db
 

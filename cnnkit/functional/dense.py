@@ -43,17 +43,18 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     return y, (x, w, b is not None)
 
 
-def linear_backward(dy: np.ndarray, cache):
+def linear_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool = True):
     """``dx = dy @ w``, ``dw = dy^T x`` summed over all leading axes, ``db = sum(dy)``.
 
-    Returns ``(dx, dw, db)``; ``db`` is None when the forward had no bias.
+    Returns ``(dx, dw, db)``; ``db`` is None when the forward had no bias, ``dx``/``dw``
+    are None when ``need_dx``/``need_dw`` is False (their GEMM is skipped).
     """
     x, w, has_bias = cache
     _check_dy(dy, x.shape[:-1] + (w.shape[0],), x.dtype, "linear_backward")
     dy2 = dy.reshape(-1, w.shape[0])                 # (M, O)
     x2 = x.reshape(-1, w.shape[1])                   # (M, I)
-    dx = dy @ w                                      # (N, *, I)
-    dw = dy2.T @ x2                                  # (O, I)
+    dx = dy @ w if need_dx else None                 # (N, *, I)
+    dw = dy2.T @ x2 if need_dw else None             # (O, I)
     db = dy2.sum(axis=0) if has_bias else None       # (O,)
     return dx, dw, db
 

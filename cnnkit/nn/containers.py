@@ -59,7 +59,16 @@ class Sequential(Layer):
         return x
 
     def backward(self, dy):
-        for layer in reversed(self._children.values()):
+        layers = list(self._children.values())
+        # reach[i]: does the input of layer i need a gradient? (something trainable before it,
+        # or this Sequential's own input). Below the first trainable layer backward stops.
+        reach = [self.needs_input_grad]
+        for layer in layers[:-1]:
+            reach.append(reach[-1] or layer.trainable())
+        for layer, needed in zip(reversed(layers), reversed(reach)):
+            if not needed and not layer.trainable():
+                return None  # nothing at or below this layer wants a gradient
+            object.__setattr__(layer, "needs_input_grad", needed)
             dy = layer.backward(dy)
         return dy
 
@@ -194,13 +203,28 @@ class Graph(Layer):
         grads: dict[str, np.ndarray] = {}
         for o, g in zip(self.output_names, dys):
             grads[o] = g if o not in grads else grads[o] + g
+        # reach[v]: does value v need a gradient? (an input of this graph that needs one, or a
+        # node that is trainable or reads such a value). Nodes that reach nothing are skipped.
+        reach = {n: self.needs_input_grad for n in self.input_names}
+        for name, inputs in self.nodes:
+            reach[name] = self._children[name].trainable() or any(reach[i] for i in inputs)
         for name, inputs in reversed(self.nodes):
             if name not in grads:
                 continue  # this node does not reach an output
-            dxs = self._children[name].backward(grads.pop(name))
+            g = grads.pop(name)
+            if not reach[name]:
+                continue  # neither this node nor anything before it wants a gradient
+            layer = self._children[name]
+            object.__setattr__(layer, "needs_input_grad", any(reach[i] for i in inputs))
+            dxs = layer.backward(g)
+            if not layer.needs_input_grad:
+                continue
             dxs = (dxs,) if len(inputs) == 1 else dxs
             for i, dx in zip(inputs, dxs):
-                grads[i] = dx if i not in grads else grads[i] + dx
+                if reach[i]:
+                    grads[i] = dx if i not in grads else grads[i] + dx
+        if not self.needs_input_grad:
+            return None
         dxs = tuple(grads[n] if n in grads else np.zeros(s, dtype=t)
                     for n, (s, t) in zip(self.input_names, input_meta))
         return dxs[0] if len(dxs) == 1 else dxs

@@ -72,8 +72,10 @@ class Conv2d(Layer):
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dx, dw, db = conv2d_backward(dy, self._take_cache())
-        self.weight.accumulate(dw)
+        dx, dw, db = conv2d_backward(dy, self._take_cache(), need_dx=self.needs_input_grad,
+                                     need_dw=self.weight.requires_grad)
+        if dw is not None:
+            self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx

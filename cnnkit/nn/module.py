@@ -90,6 +90,12 @@ class Layer:
         object.__setattr__(self, "_key", "")       # this layer's name in its owner
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_cache", None)
+        # Whether backward must return the input's gradient. Containers set it on their
+        # children before each backward (False below the first trainable layer when their
+        # own input needs none); the Trainer sets it False on the model. Conv2d and Linear
+        # then skip the dx GEMM (and col2im) and return None, like torch's output_mask.
+        object.__setattr__(self, "needs_input_grad", True)
+        object.__setattr__(self, "frozen", False)  # set by freeze()
 
     # ---- registration -----------------------------------------------------------
     def __setattr__(self, name, value):
@@ -215,9 +221,13 @@ class Layer:
             yield b
 
     # ---- state ----------------------------------------------------------------
+    # A frozen layer of a class that sets this stays in evaluation mode under train():
+    # frozen BatchNorm uses and keeps its running statistics (Keras' trainable=False rule).
+    _eval_when_frozen = False
+
     def train(self, mode: bool = True) -> "Layer":
         for m in self.modules():
-            object.__setattr__(m, "training", bool(mode))
+            object.__setattr__(m, "training", bool(mode) and not (m.frozen and m._eval_when_frozen))
         return self
 
     def eval(self) -> "Layer":
@@ -235,6 +245,77 @@ class Layer:
         for p in self.parameters():
             p.requires_grad = bool(requires_grad)
         return self
+
+    def trainable(self) -> bool:
+        """Whether any parameter of this layer or its children requires a gradient."""
+        return any(p.requires_grad for p in self.parameters())
+
+    # ---- transfer learning ------------------------------------------------------
+    def freeze(self, up_to: str | None = None) -> "Layer":
+        """Freeze every parameter (``up_to=None``), or those of the modules up to and including
+        the module named ``up_to`` (a ``named_modules`` name such as ``"features.10"`` or
+        ``"layer3"``), in definition order. Returns ``self``.
+
+        Frozen parameters get no gradient and optimizers skip them; frozen BatchNorm layers
+        stay in evaluation mode (running statistics used and kept) even under ``train()``;
+        backward stops below the first trainable layer. ``unfreeze`` undoes it.
+        """
+        for m in self._modules_up_to(up_to, "freeze"):
+            object.__setattr__(m, "frozen", True)
+            for p in m._parameters.values():
+                if p is not None:
+                    p.requires_grad = False
+                    p.grad = None
+            if m._eval_when_frozen:
+                object.__setattr__(m, "training", False)
+        return self
+
+    def unfreeze(self, from_: str | None = None) -> "Layer":
+        """Make parameters trainable again: all (``from_=None``), or those of the module named
+        ``from_`` and every module after it in definition order (e.g. the last residual stage:
+        ``model.freeze().unfreeze("layer4")``). Unfrozen layers follow ``train()``/``eval()``
+        again from the next call of either (the current mode is kept)."""
+        modules = list(self.named_modules())
+        start = 0 if from_ is None else self._module_index(modules, from_, "unfreeze")
+        for _, m in modules[start:]:
+            object.__setattr__(m, "frozen", False)
+            for p in m._parameters.values():
+                if p is not None:
+                    p.requires_grad = True
+        return self
+
+    def _modules_up_to(self, up_to: str | None, where: str) -> list["Layer"]:
+        modules = list(self.named_modules())
+        if up_to is None:
+            return [m for _, m in modules]
+        i = self._module_index(modules, up_to, where)
+        end = i + 1
+        while end < len(modules) and modules[end][0].startswith(up_to + "."):
+            end += 1  # the module's own descendants follow it in pre-order
+        return [m for _, m in modules[:end]]
+
+    def _module_index(self, modules, name: str, where: str) -> int:
+        for i, (n, _) in enumerate(modules):
+            if n == name and n:
+                return i
+        tops = [n for n, _ in self.named_children()]
+        raise value_error(f"{self.label()}.{where}", "no module of this name (use a name from "
+                          f"named_modules(); top-level ones: {', '.join(tops)})", name=name)
+
+    def replace_classifier(self, num_classes: int, *, rng: np.random.Generator | None = None) -> "Layer":
+        """Replace the output layer (and any auxiliary heads) by fresh ones with ``num_classes``
+        outputs, keeping everything else; updates ``config['num_classes']``. See
+        :func:`cnnkit.nn.transfer.replace_classifier`."""
+        from .transfer import replace_classifier
+        return replace_classifier(self, num_classes, rng=rng)
+
+    def _replace_child(self, name: str, new: "Layer") -> None:
+        """Put ``new`` in place of child ``name``, keeping its position (the forward order)."""
+        if name not in self._children:
+            raise value_error(self.label(), "no child of this name", name=name)
+        self._children[name] = new  # an existing OrderedDict key keeps its place
+        object.__setattr__(new, "_parent", weakref.ref(self))
+        object.__setattr__(new, "_key", str(name))
 
     def to(self, dtype) -> "Layer":
         """Cast every floating parameter and buffer to ``dtype`` (float32 or float64)."""

@@ -44,6 +44,7 @@ class _BatchNorm(Layer):
 
     _ranks: tuple[int, ...] = ()
     _layout: str = ""
+    _eval_when_frozen = True  # frozen (Layer.freeze): running statistics, kept unchanged
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *,

@@ -84,6 +84,7 @@ class Trainer:
             if not np.isfinite(loss):
                 raise NonFiniteError(self._diagnose(x, y, f"loss is {loss}"))
             opt.zero_grad()
+            model.needs_input_grad = False  # the images need no gradient: the first conv skips dx
             model.backward(loss_fn.backward())
             if not _grads_finite(model):
                 raise NonFiniteError(self._diagnose(x, y, "a gradient is not finite"))
@@ -236,7 +237,7 @@ def locate_nonfinite(model, loss_fn, x, y) -> str:
 
         def backward(dy):
             dx = bwd(dy)
-            bad = not all(np.all(np.isfinite(d)) for d in _as_tuple(dx))
+            bad = not all(d is None or np.all(np.isfinite(d)) for d in _as_tuple(dx))
             bad = bad or any(p.grad is not None and not np.all(np.isfinite(p.grad)) for p in m._parameters.values()
                              if p is not None)
             if found["backward"] is None and bad:
