@@ -1,6 +1,7 @@
 """The ``cnnkit`` command.
 
-    cnnkit train [--model NAME] [--data NAME] [--epochs N] ... [--out DIR] [--resume]
+    cnnkit train [--model NAME] [--data NAME] [--classes 0-4] [--epochs N] ... [--out DIR] [--resume]
+    cnnkit finetune CHECKPOINT_OR_WEIGHTS --data NAME [--classes 5-9] [--unfreeze MODULE] [--out DIR]
     cnnkit evaluate CHECKPOINT [--data NAME] [--split test]
     cnnkit predict CHECKPOINT IMAGE... [--top-k K]
     cnnkit data fetch NAME [--root DIR]
@@ -42,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", default="default", choices=sorted(RECIPES),
                    help="a measured set of defaults; other options override it (default: %(default)s)")
     t.add_argument("--model", help="model name from cnnkit.models.names()")
-    t.add_argument("--data", default="fashion-mnist", help="data set name (default: %(default)s)")
-    t.add_argument("--data-root", help="folder holding the data set files")
+    _data_options(t)
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate")
@@ -54,14 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default: 0)")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (padding 2) and, for natural images, horizontal flips")
-    t.add_argument("--val", type=int, default=5000,
-                   help="training images held out for validation (default: %(default)s; 0: none)")
-    t.add_argument("--limit", type=int, default=0, help="use only the first N training images (0: all)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="runs/train", help="run folder (default: %(default)s)")
+    _run_options(t, "runs/train")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.json")
-    t.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ft = sub.add_parser(
+        "finetune", help="transfer learning: new classifier on a trained model, trained on new data",
+        description="Load a trained model (a cnnkit checkpoint, or a .safetensors/.pth weights file "
+                    "with --model), replace its classifier by a fresh one for the new data's classes, "
+                    "freeze everything else and train the new head; --unfreeze MODULE also trains "
+                    "MODULE and every layer after it (e.g. layer4, features.10). Frozen BatchNorm "
+                    "layers keep their running statistics.")
+    ft.add_argument("source", help="checkpoint .json, run folder, or weights file (.safetensors, .pth, .pt)")
+    ft.add_argument("--model", help="model name, needed for a weights file (the checkpoint records it)")
+    _data_options(ft)
+    ft.add_argument("--unfreeze", metavar="MODULE",
+                    help="also train this module and every module after it (named_modules name)")
+    ft.add_argument("--epochs", type=int, default=3, help="(default: %(default)s)")
+    ft.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    ft.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default: %(default)s)")
+    ft.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    ft.add_argument("--momentum", type=float, default=0.9)
+    ft.add_argument("--weight-decay", type=float, default=5e-4)
+    ft.add_argument("--schedule", choices=["cosine", "step", "none"], default="cosine")
+    ft.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default: 0)")
+    ft.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                    help="random crop (padding 2) and, for natural images, horizontal flips")
+    _run_options(ft, "runs/finetune")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a data set",
                        description="Loss, accuracy, per-class accuracy and confusion matrix of a checkpoint.")
@@ -88,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _data_options(p) -> None:
+    p.add_argument("--data", default="fashion-mnist",
+                   help="data set name, or a folder of class sub-folders (with train/ and test/ "
+                        "inside, or split 80/20) (default: %(default)s)")
+    p.add_argument("--data-root", help="folder holding the data set files")
+    p.add_argument("--classes", help="use only these classes, relabelled in this order: ids or "
+                                     "names, ranges allowed (e.g. 0-4, or 5,7,9, or Sandal,Bag)")
+
+
+def _run_options(p, out: str) -> None:
+    p.add_argument("--val", type=int, default=5000,
+                   help="training images held out for validation (default: %(default)s; 0: none; "
+                        "at most a fifth of the training set)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training images (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out, help="run folder (default: %(default)s)")
+    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .runtime import tune_malloc
@@ -95,6 +133,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "finetune":
+            return cmd_finetune(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "predict":
@@ -133,70 +173,178 @@ def _make_scheduler(name, optimizer, epochs, warmup):
     return main
 
 
-def _transforms(mean, std, augment, size, flip):
+def _transforms(mean, std, augment, size, flip, repeat=1):
     from .data import transforms as T
-    base = [T.ToFloat(), T.Normalize(mean, std)]
+    base = [T.ToFloat(), T.Normalize(mean, std)] + ([T.RepeatChannels(repeat)] if repeat != 1 else [])
     if not augment:
         return T.Compose(base), T.Compose(base)
     aug = [T.RandomCrop(size, padding=2)] + ([T.RandomHorizontalFlip()] if flip else [])
     return T.Compose(aug + base), T.Compose(base)
 
 
-def cmd_train(args) -> int:
-    from . import models
-    from .data import DataLoader, load_dataset
-    from .nn import CrossEntropyLoss
-    from .train import Checkpoint, History, Trainer, write_report
+def _parse_classes(spec: str | None):
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"5,7,Bag"`` -> [5, 7, 'Bag']; None -> None."""
+    if not spec:
+        return None
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        if dash and lo.isdigit() and hi.isdigit():
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(int(part) if part.isdigit() else part)
+    return out
 
-    cfg = dict(RECIPES[args.recipe])
-    for key in ("model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "augment"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    rng = np.random.default_rng(args.seed)
 
-    train_full = load_dataset(args.data, "train", root=args.data_root)
-    test = load_dataset(args.data, "test", root=args.data_root)
+def _load_data(args, size=None, grayscale=None):
+    """``(train, val, test)`` for the run: a named data set or an image folder, optionally
+    restricted to ``--classes``, limited to ``--limit`` images, with ``--val`` held out."""
+    import os
+    from .data import ImageFolder, load_dataset
+
+    if os.path.isdir(args.data):
+        kw = dict(size=size, grayscale=bool(grayscale))
+        if os.path.isdir(os.path.join(args.data, "train")):
+            train_full = ImageFolder(os.path.join(args.data, "train"), **kw)
+            test = ImageFolder(os.path.join(args.data, "test"), **kw)
+        else:
+            full = ImageFolder(args.data, **kw)
+            train_full, test = full.split(max(1, len(full) // 5), seed=args.seed, stratify=True)
+    else:
+        train_full = load_dataset(args.data, "train", root=args.data_root)
+        test = load_dataset(args.data, "test", root=args.data_root)
+    classes = _parse_classes(args.classes)
+    if classes:
+        train_full, test = train_full.select_classes(classes), test.select_classes(classes)
     if args.limit:
         train_full = train_full.subset(np.arange(min(args.limit, len(train_full))))
     if args.val:
         train, val = train_full.split(min(args.val, len(train_full) // 5), seed=args.seed)
     else:
         train, val = train_full, None
-    mean, std = train.mean_std()
+    return train, val, test
+
+
+def _fit(args, model, cfg, train, val, test, mean, std, extra, repeat=1) -> int:
+    """Train ``model`` with ``cfg`` (optimizer, schedule, epochs, ...), checkpoint and report."""
+    from .data import DataLoader
+    from .nn import CrossEntropyLoss
+    from .train import Checkpoint, History, Trainer, write_report
+    from .train.trainer import NonFiniteError
+
     c, h, w = train.images.shape[1:]
     flip = args.data.startswith("cifar")
-    train_tf, eval_tf = _transforms(mean, std, cfg["augment"], (h, w), flip)
+    train_tf, eval_tf = _transforms(mean, std, cfg["augment"], (h, w), flip, repeat)
     train_loader = DataLoader(train, batch_size=cfg["batch_size"], shuffle=True, transform=train_tf, seed=args.seed)
     val_loader = DataLoader(val, batch_size=500, transform=eval_tf) if val is not None else None
     test_loader = DataLoader(test, batch_size=500, transform=eval_tf)
-
-    model = models.get(cfg["model"], num_classes=len(train.classes), in_channels=c, rng=rng)
-    optimizer = _make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"], cfg["momentum"],
-                                cfg["weight_decay"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(cfg["optimizer"], params, cfg["lr"], cfg["momentum"], cfg["weight_decay"])
     scheduler = _make_scheduler(cfg["schedule"], optimizer, cfg["epochs"], args.warmup)
     data_meta = {"name": args.data, "classes": list(train.classes), "mean": list(map(float, mean)),
-                 "std": list(map(float, std)), "input_shape": [int(c), int(h), int(w)]}
-    extra = {"recipe": cfg, "data": data_meta, "seed": args.seed}
+                 "std": list(map(float, std)), "input_shape": [int(c) * repeat, int(h), int(w)]}
+    if repeat != 1:
+        data_meta["repeat_channels"] = repeat
+    extra = {"recipe": cfg, "data": data_meta, "seed": args.seed, **extra}
     callbacks = [Checkpoint(args.out, extra=extra), History(args.out), _PrintEpoch()]
     trainer = Trainer(model, CrossEntropyLoss(), optimizer, scheduler=scheduler, callbacks=callbacks,
                       grad_clip=args.grad_clip, progress=not args.no_progress)
-    if args.resume:
+    if getattr(args, "resume", False):
         trainer.train_loader = train_loader
         meta = trainer.restore(args.out, train_loader)
         print(f"resumed from {args.out} after epoch {meta.get('epoch')}")
-    print(f"model {cfg['model']}: {model.num_parameters():,} parameters; {len(train):,} training, "
-          f"{len(val) if val is not None else 0:,} validation, {len(test):,} test images")
-    from .train.trainer import NonFiniteError
+    trainable = model.num_parameters(trainable_only=True)
+    print(f"model {cfg['model']}: {model.num_parameters():,} parameters ({trainable:,} trainable); "
+          f"{len(train):,} training, {len(val) if val is not None else 0:,} validation, "
+          f"{len(test):,} test images")
     try:
         trainer.fit(train_loader, val_loader, epochs=cfg["epochs"])
     except NonFiniteError as e:
-        print(f"cnnkit train: {e}", file=sys.stderr)
+        print(f"cnnkit {args.command}: {e}", file=sys.stderr)
         return 3
     result = trainer.evaluate(test_loader)
     write_report(args.out, cfg, data_meta, trainer.history, result)
     print(f"run folder: {args.out}")
     print(f"test accuracy: {result['accuracy']:.4f}")
     return 0
+
+
+def cmd_train(args) -> int:
+    from . import models
+
+    cfg = dict(RECIPES[args.recipe])
+    for key in ("model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "augment"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    rng = np.random.default_rng(args.seed)
+    train, val, test = _load_data(args)
+    mean, std = train.mean_std()
+    model = models.get(cfg["model"], num_classes=len(train.classes), in_channels=train.images.shape[1], rng=rng)
+    return _fit(args, model, cfg, train, val, test, mean, std, {})
+
+
+def _load_source(args, rng):
+    """The model to fine-tune and the source's data description (None for a weights file)."""
+    import os
+    from . import models
+    from .io import read_state_dict
+    from .nn.transfer import classifier_names
+
+    if os.path.isdir(args.source) or args.source.endswith(".json"):
+        model, meta = load_model(args.source)
+        return model, meta.get("data"), meta.get("model_config", {}).get("name")
+    if not args.model:
+        raise ValueError(f"{args.source}: a weights file does not say which model it is; "
+                         f"add --model NAME (one of: {', '.join(models.names())})")
+    state = read_state_dict(args.source)
+    probe = models.get(args.model, rng=rng)
+    first = next((v for v in state.values() if np.ndim(v) == 4), None)
+    in_channels = int(first.shape[1]) if first is not None else 1
+    head = f"{classifier_names(probe)[0]}.weight"
+    if head not in state:
+        raise ValueError(f"{args.source}: no '{head}' in the weights: they do not belong to a "
+                         f"'{args.model}' model (first keys: {', '.join(list(state)[:4])})")
+    model = models.get(args.model, num_classes=int(state[head].shape[0]), in_channels=in_channels, rng=rng)
+    model.load_state_dict(state)
+    return model, None, args.model
+
+
+def cmd_finetune(args) -> int:
+    from .nn.transfer import classifier_names
+
+    rng = np.random.default_rng(args.seed)
+    model, source_data, name = _load_source(args, rng)
+    c_model = int(model.config["in_channels"])
+    size = tuple(source_data["input_shape"][1:]) if source_data else None
+    train, val, test = _load_data(args, size=size, grayscale=c_model == 1)
+    c_data = train.images.shape[1]
+    if c_data == c_model:
+        repeat = 1
+    elif c_data == 1:
+        repeat = c_model  # grey images as RGB
+    else:
+        raise ValueError(f"{args.data}: images have {c_data} channels but the model takes {c_model}")
+    if source_data and repeat == 1 and len(source_data.get("mean", [])) == c_data:
+        mean, std = source_data["mean"], source_data["std"]  # the statistics the features were trained with
+    else:
+        mean, std = train.mean_std()
+    model.replace_classifier(len(train.classes), rng=rng)
+    model.freeze()
+    modules = dict(model.named_modules())
+    for head in classifier_names(model):
+        modules[head].unfreeze()
+    if args.unfreeze:
+        model.unfreeze(args.unfreeze)
+    if model.num_parameters(trainable_only=True) == 0:
+        raise ValueError(f"{name}: the new output layer has no trainable weights (LeNet-5's RBF "
+                         "prototypes are fixed); add --unfreeze classifier to train F6 with it")
+    cfg = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "optimizer", "momentum",
+                                         "weight_decay", "schedule", "augment")}
+    cfg.update(model=name, finetune_from=args.source, unfreeze=args.unfreeze)
+    return _fit(args, model, cfg, train, val, test, mean, std, {"finetune": {
+        "source": args.source, "unfreeze": args.unfreeze,
+        "trainable": [n for n, p in model.named_parameters() if p.requires_grad]}}, repeat=repeat)
 
 
 class _PrintEpoch:
@@ -238,7 +386,10 @@ def cmd_evaluate(args) -> int:
     data = meta.get("data") or {}
     name = args.data or data.get("name")
     ds = load_dataset(name, args.split, root=args.data_root)
-    _, eval_tf = _transforms(data["mean"], data["std"], False, None, False)
+    trained_on = data.get("classes")
+    if trained_on and list(trained_on) != list(ds.classes) and set(trained_on) <= set(ds.classes):
+        ds = ds.select_classes(trained_on)  # trained with --classes: the same subset, same labels
+    _, eval_tf = _transforms(data["mean"], data["std"], False, None, False, data.get("repeat_channels", 1))
     trainer = Trainer(model, CrossEntropyLoss(), None, progress=False)
     result = trainer.evaluate(DataLoader(ds, batch_size=500, transform=eval_tf))
     if args.json:

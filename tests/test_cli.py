@@ -14,7 +14,7 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist not installed")
 
 
-@pytest.mark.parametrize("argv", [[], ["train"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
+@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv + ["--help"])
@@ -67,3 +67,62 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["train", "--data", "no-such-data", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "no-such-data" in capsys.readouterr().err
+
+
+@needs_data
+def test_finetune_a_checkpoint_on_new_classes(tmp_path, capsys):
+    """Pretrain on classes 0-4, fine-tune the new head on 5-9: only the head changes."""
+    src = tmp_path / "src"
+    assert main(["train", "--model", "cnn", "--classes", "0-4", "--limit", "600", "--val", "100",
+                 "--epochs", "1", "--batch-size", "50", "--out", str(src), "--no-progress"]) == 0
+    meta = json.loads((src / "last.json").read_text())
+    assert meta["data"]["classes"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    assert main(["finetune", str(src / "last.json"), "--classes", "Sandal,Shirt,Sneaker,Bag,Ankle boot",
+                 "--limit", "600", "--val", "100", "--epochs", "3", "--lr", "0.05", "--batch-size", "50",
+                 "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "(645 trainable)" in text  # the new 128 -> 5 head only
+    acc = float(text.strip().splitlines()[-1].split()[-1])
+    assert acc > 0.4  # five classes: chance is 0.2 (measured 0.585 with features from 500 images)
+    from cnnkit.train.checkpoint import load_checkpoint
+    _, before, _ = load_checkpoint(str(src / "last.json"))
+    meta, after, _ = load_checkpoint(str(out / "last.json"))
+    assert meta["model_config"]["num_classes"] == 5 and meta["data"]["classes"][0] == "Sandal"
+    head = meta["finetune"]["trainable"]
+    assert len(head) == 2 and all(k.startswith("classifier.") for k in head)
+    for k, v in before.items():
+        if k in head:
+            assert v.shape != after[k].shape or not np.array_equal(v, after[k])
+        else:
+            np.testing.assert_array_equal(v, after[k], err_msg=k)  # frozen: untouched
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert abs(json.loads(capsys.readouterr().out)["accuracy"] - acc) < 1e-9
+
+
+@needs_data
+def test_finetune_a_weights_file_with_unfreeze_and_grey_to_rgb(tmp_path, capsys):
+    """A .pth of a 3-channel model, grey images repeated to RGB, the last stage unfrozen too."""
+    import torch
+    from cnnkit import models
+    m = models.get("resnet20", num_classes=7, in_channels=3, rng=np.random.default_rng(0))
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in m.state_dict().items()}, tmp_path / "w.pth")
+    out = tmp_path / "ft"
+    assert main(["finetune", str(tmp_path / "w.pth"), "--model", "resnet20", "--unfreeze", "layer3",
+                 "--classes", "0,1", "--limit", "200", "--val", "40", "--epochs", "1", "--batch-size", "40",
+                 "--out", str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "last.json").read_text())
+    assert meta["model_config"]["in_channels"] == 3 and meta["model_config"]["num_classes"] == 2
+    assert meta["data"]["repeat_channels"] == 3 and meta["data"]["input_shape"] == [3, 28, 28]
+    assert {k.split(".")[0] for k in meta["finetune"]["trainable"]} == {"layer3", "fc"}
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0  # evaluation repeats the channels too
+
+
+def test_finetune_errors(tmp_path, capsys):
+    (tmp_path / "w.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["finetune", str(tmp_path / "w.safetensors")]) == 2
+    assert "add --model NAME" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "w.safetensors"), "--model", "cnn"]) == 2
+    assert "w.safetensors" in capsys.readouterr().err

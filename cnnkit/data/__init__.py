@@ -15,7 +15,7 @@ from .fetch import ChecksumError, FetchError, UnsafeArchiveError, fetch, safe_ex
 from .folder import ImageFolder, ImageFolderError
 from .idx import IDXError, parse_idx, read_idx, write_idx
 from .loader import DataLoader
-from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, Resize, ToFloat
+from .transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, RepeatChannels, Resize, ToFloat
 
 __all__ = [
     "ArrayDataset", "load_dataset", "search_paths", "DatasetError", "DatasetNotFoundError",
@@ -24,5 +24,5 @@ __all__ = [
     "ImageFolder", "ImageFolderError",
     "read_idx", "parse_idx", "write_idx", "IDXError",
     "DataLoader",
-    "Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "ToFloat",
+    "Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "RepeatChannels", "Resize", "ToFloat",
 ]

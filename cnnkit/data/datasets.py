@@ -122,6 +122,28 @@ class ArrayDataset:
                               min_index=int(indices.min()), max_index=int(indices.max()), n=len(self))
         return ArrayDataset(self.images[indices], self.labels[indices], self.classes, self.name)
 
+    def select_classes(self, classes) -> "ArrayDataset":
+        """Only the images of ``classes`` (class ids or names, in the order given), relabelled
+        ``0..len(classes) - 1`` in that order: e.g. Fashion-MNIST's classes 5-9 as a task of
+        their own for transfer learning."""
+        where = f"ArrayDataset {self.name!r}.select_classes"
+        ids = []
+        for c in classes:
+            if isinstance(c, str) and c in self.classes:
+                ids.append(self.classes.index(c))
+            elif isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < len(self.classes):
+                ids.append(int(c))
+            else:
+                raise value_error(where, f"unknown class; known: ids 0..{len(self.classes) - 1} or names "
+                                  + ", ".join(self.classes), received=c)
+        if not ids or len(set(ids)) != len(ids):
+            raise value_error(where, "give one or more distinct classes", classes=list(classes))
+        relabel = np.full(len(self.classes), -1, np.int64)
+        relabel[ids] = np.arange(len(ids))
+        keep = np.flatnonzero(relabel[self.labels] >= 0)
+        return ArrayDataset(self.images[keep], relabel[self.labels[keep]], [self.classes[i] for i in ids],
+                            self.name)
+
     def split(self, n_val: int, seed: int = 0, stratify: bool = False):
         """Split off ``n_val`` images at random -> ``(train, val)``, reproducible from ``seed``.
 

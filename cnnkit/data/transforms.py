@@ -22,7 +22,7 @@ import numpy as np
 
 from .._errors import type_error, value_error
 
-__all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "Resize", "ToFloat"]
+__all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "RepeatChannels", "Resize", "ToFloat"]
 
 
 def _check_batch(where: str, x) -> np.ndarray:
@@ -204,6 +204,25 @@ class Resize:
 
     def __repr__(self):
         return f"Resize(size={self.size})"
+
+
+class RepeatChannels:
+    """Grey to colour: repeat a one-channel batch ``n`` times along C (``n=3``: the grey image
+    as RGB, how an ImageNet-pretrained model is fine-tuned on grey images). Deterministic."""
+
+    def __init__(self, n: int = 3):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise value_error("RepeatChannels", "n must be a positive int", n=n)
+        self.n = int(n)
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("RepeatChannels", x)
+        if x.shape[1] != 1:
+            raise value_error("RepeatChannels", "expected a one-channel batch", shape=x.shape)
+        return np.repeat(x, self.n, axis=1)
+
+    def __repr__(self):
+        return f"RepeatChannels(n={self.n})"
 
 
 class Compose:

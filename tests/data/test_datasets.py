@@ -190,3 +190,18 @@ def test_mean_std_per_channel_in_unit_range():
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)), rtol=1e-10)
     assert mean.shape == (3,)
+
+
+def test_select_classes_keeps_and_relabels_in_the_given_order():
+    images = np.arange(6 * 2 * 2, dtype=np.uint8).reshape(6, 1, 2, 2)
+    ds = ArrayDataset(images, [0, 1, 2, 3, 1, 2], classes=["a", "b", "c", "d"])
+    sub = ds.select_classes([2, "b"])
+    assert sub.classes == ["c", "b"]
+    np.testing.assert_array_equal(sub.labels, [1, 0, 1, 0])  # b -> 1, c -> 0, original order kept
+    np.testing.assert_array_equal(sub.images, images[[1, 2, 4, 5]])
+    with pytest.raises(ValueError, match="unknown class"):
+        ds.select_classes([4])
+    with pytest.raises(ValueError, match="distinct"):
+        ds.select_classes([1, "b"])
+    with pytest.raises(ValueError, match="distinct"):
+        ds.select_classes([])

@@ -140,3 +140,16 @@ def test_compose_passes_one_generator_in_order():
     assert "RandomCrop(size=(4, 4), padding=1)" in repr(t) and "RandomHorizontalFlip()" in repr(t)
     with pytest.raises(TypeError, match="transform 0 is not callable"):
         Compose([3])
+
+
+def test_repeat_channels_grey_to_rgb():
+    from cnnkit.data import RepeatChannels
+    x = np.arange(2 * 1 * 3 * 3, dtype=np.float32).reshape(2, 1, 3, 3)
+    y = RepeatChannels(3)(x)
+    assert y.shape == (2, 3, 3, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(y[:, c], x[:, 0])
+    with pytest.raises(ValueError, match="one-channel"):
+        RepeatChannels(3)(y)
+    with pytest.raises(ValueError, match="positive int"):
+        RepeatChannels(0)
