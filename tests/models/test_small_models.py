@@ -106,6 +106,13 @@ def test_lenet5_modern_parameter_count_by_hand():
         c1_rgb + c3 + f5 + f6 + out_7 == 61_751
 
 
+def test_cnn_parameter_count_by_hand():
+    conv = (3 * 3 * 1 * 32 + 32) + (3 * 3 * 32 * 64 + 64)  # W = K*K*C*N, B = N
+    fc = (64 * 7 * 7) * 128 + 128 + 128 * 10 + 10
+    m = models.get("cnn", rng=rng())
+    assert m.num_parameters() == conv + fc == 421_642
+
+
 def test_cnn_bn_parameter_count_by_hand():
     conv = 3 * 3 * 1 * 32 + 3 * 3 * 32 * 32 + 3 * 3 * 32 * 64 + 3 * 3 * 64 * 64  # no conv biases
     bn = 2 * (32 + 32 + 64 + 64)                                                   # gamma and beta
