@@ -555,65 +555,15 @@ def explain_same(input: int, kernel: int, stride: int = 1, dilation: int = 1) ->
 
 
 # ---- a zoo model -------------------------------------------------------------------------
-def _conv_shape_only(layer, x: np.ndarray) -> np.ndarray:
-    """What a Conv2d would return, as zeros: its output shape without the arithmetic."""
-    where = layer.label()
-    if x.ndim != 4 or x.shape[1] != layer.in_channels:
-        raise value_error(where, f"expected an (N, {layer.in_channels}, H, W) input", input=tuple(x.shape))
-    pads = resolve_padding(layer.padding, layer.kernel_size, layer.stride, layer.dilation, x.shape[2:], where)
-    oh, ow = output_hw(x.shape[2:], layer.kernel_size, layer.stride, layer.dilation, pads, where,
-                       input_shape=x.shape, padding=layer.padding)
-    return np.zeros((x.shape[0], layer.out_channels, oh, ow), dtype=x.dtype)
-
-
-def _shape_pass(model, chw) -> dict:
-    """Run ``model`` once at batch 1 in eval mode with every Conv2d replaced by its shape,
-    recording each conv/FC layer's output shape and multiply-adds (per call, in call order)."""
-    from ..nn.conv import Conv2d
-    from ..nn.lenet_layers import SparseConv2d
-    from ..nn.linear import Linear
-
-    records: dict = {}
-    patched, modes = [], [(m, m.training) for m in model.modules()]
-
-    def wrap(name, layer, kind):
-        def forward(x):
-            y = _conv_shape_only(layer, x) if isinstance(layer, Conv2d) else type(layer).forward(layer, x)
-            positions = y.size // y.shape[0] // (y.shape[1] if kind == "conv" else y.shape[-1])
-            rec = records.setdefault(name, dict(output=tuple(y.shape[1:]), macs=0))
-            rec["macs"] += positions * layer.weight.size  # each weight once per output position
-            return y
-        object.__setattr__(layer, "forward", forward)  # an instance attribute shadows the method
-        patched.append(layer)
-
-    for name, layer in model.named_modules():
-        if isinstance(layer, (Conv2d, SparseConv2d)):
-            wrap(name, layer, "conv")
-        elif isinstance(layer, Linear):
-            wrap(name, layer, "fc")
-    params = [p for p in model.parameters()]
-    dtype = params[0].data.dtype if params else np.float32
-    model.eval()
-    try:
-        model(np.zeros((1,) + tuple(chw), dtype=dtype))
-    finally:
-        for layer in patched:
-            object.__delattr__(layer, "forward")
-        for m, mode in modes:
-            object.__setattr__(m, "training", mode)
-    return records
-
-
 def explain_model(model, input=None, *, num_classes: int | None = None) -> Explanation:
     """Per-layer parameters and multiply-adds of a model's conv and FC layers, and the
     fractions the lecture talks about ("FC layers comprise >90% of parameters").
 
     ``model``: a zoo name (``cnnkit.models.names()``) or a built Layer. ``input``:
     ``(C, H, W)`` (``C`` may be None for the zoo default); default: the zoo model's
-    native input. The shape pass runs the model once at batch 1 in eval mode with the
-    convolutions replaced by their output shapes (VGG-E at 224 takes ~0.1 s); layers
-    that do not run in eval mode (GoogLeNet's auxiliary heads) keep their parameters
-    and get 0 multiply-adds. Fields: rows (dicts: name, type, kernel, output, parameters,
+    native input. Shapes and multiply-adds come from ``infer_shapes`` (no convolution is
+    run), the same records ``cnnkit summary`` shows; a conv/FC layer that the walk does
+    not reach keeps its parameters and gets 0 multiply-adds. Fields: rows (dicts: name, type, kernel, output, parameters,
     macs), parameters (= sum of p.size), conv_parameters, fc_parameters, other_parameters,
     fc_parameter_fraction, conv_macs, fc_macs, macs, conv_mac_fraction, input.
     """
@@ -647,7 +597,9 @@ def explain_model(model, input=None, *, num_classes: int | None = None) -> Expla
     else:
         raise type_error(where, "model must be a zoo name or a cnnkit Layer", model=type(model).__name__)
 
-    records = _shape_pass(model, chw)
+    from .shapes import infer_shapes
+    records = {r.name: dict(output=tuple(r.output_shapes[0][1:]), macs=r.macs)
+               for r in infer_shapes(model, chw, 1) if r.leaf}
     modules = dict(model.named_modules())
     owned: dict = {}  # module name -> its parameters' size
     for pname, p in model.named_parameters():
@@ -711,8 +663,7 @@ def explain_model(model, input=None, *, num_classes: int | None = None) -> Expla
               f"  conv  {n(conv_m):>15} {pct(conv_m, macs):7.2f}%",
               f"  FC    {n(fc_m):>15} {pct(fc_m, macs):7.2f}%"]
     if not_run:
-        lines.append(f"  {not_run} layer(s) did not run in eval mode (auxiliary heads): parameters counted, "
-                     "multiply-adds 0")
+        lines.append(f"  {not_run} layer(s) not reached from the input: parameters counted, multiply-adds 0")
     values = dict(name=name, input=chw, rows=rows, parameters=total, conv_parameters=conv_p,
                   fc_parameters=fc_p, other_parameters=other_p, fc_parameter_fraction=fc_p / total if total else 0.0,
                   conv_macs=conv_m, fc_macs=fc_m, macs=macs, conv_mac_fraction=conv_m / macs if macs else 0.0)

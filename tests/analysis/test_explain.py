@@ -212,7 +212,7 @@ def test_model_alexnet_and_vgg16_fc_fractions_against_the_real_counts(alexnet):
         assert e.fc_parameters == _fc_params(model) == fc
         assert e.fc_parameter_fraction == pytest.approx(fc / real)
         assert f"{pct} here, so it {'holds' if fc / real > 0.9 else 'does not hold'}" in e.text
-        # the shape pass leaves the model as it was: real convolutions, training mode
+        # explaining leaves the model as it was: its own forward methods, training mode
         assert all("forward" not in m.__dict__ for m in model.modules()) and model.training
     assert e.conv_macs == 15_346_630_656 and e.fc_macs == 123_633_664  # VGG-16 at 224
 
