@@ -4,6 +4,8 @@
     cnnkit finetune CHECKPOINT_OR_WEIGHTS --data NAME [--classes 5-9] [--unfreeze MODULE] [--out DIR]
     cnnkit evaluate CHECKPOINT [--data NAME] [--split test]
     cnnkit predict CHECKPOINT IMAGE... [--top-k K]
+    cnnkit summary MODEL [--input C,H,W] [--format table|markdown|json|csv] [--depth N]
+    cnnkit explain conv|separable|pool|fc|model|same|window ...
     cnnkit data fetch NAME [--root DIR]
 
 ``cnnkit train`` with no options trains the default recipe on Fashion-MNIST and
@@ -97,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--invert", action="store_true",
                    help="invert grey levels (Fashion-MNIST is light objects on black)")
 
+    from .analysis.command import add_summary_parser
+    from .analysis.explain import add_explain_parser
+    add_summary_parser(sub)
+    add_explain_parser(sub)
+
     d = sub.add_parser("data", help="data set utilities", description="Download data sets.")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     f = dsub.add_parser("fetch", help="download a data set and verify its SHA-256",
@@ -139,6 +146,12 @@ def main(argv=None) -> int:
             return cmd_evaluate(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "summary":
+            from .analysis.command import run_summary
+            return run_summary(args)
+        if args.command == "explain":
+            from .analysis.explain import run_explain
+            return run_explain(args)
         if args.command == "data":
             from .data.fetch import fetch
             print(fetch(args.name, root=args.root))

@@ -14,7 +14,7 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist not installed")
 
 
-@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
+@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["summary"], ["explain"], ["explain", "conv"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv + ["--help"])
