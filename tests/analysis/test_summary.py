@@ -488,3 +488,20 @@ def test_command_explain_counts_and_errors(capsys):
     assert run_summary(parse("cnn", "--input", "28,28")) == 2
     assert "--input must be C,H,W" in capsys.readouterr().err
     assert run_summary(parse("cnn", "--format", "csv", "--explain-counts")) == 2
+
+
+def test_frozen_shared_and_multi_output_models():
+    model = models.get("resnet20", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
+    total = sum(p.size for p in model.parameters())
+    s = summary(model.freeze(up_to="layer1"), (3, 32, 32))
+    frozen = sum(p.size for p in model.parameters() if not p.requires_grad)
+    assert 0 < frozen < total and s.totals["trainable_parameters"] == total - frozen
+    assert s.totals["non_trainable_parameters"] == frozen + sum(b.size for b in model.buffers() if b.dtype.kind == "f")
+    shared = nn.Linear(4, 4)
+    twice = nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared)
+    s = summary(twice, (4, 1, 1))
+    assert s.totals["trainable_parameters"] == 20 and s["1"].parameters == s["3"].parameters == 20
+    assert s.totals["macs"] == 32  # the layer runs twice
+    aux = summary(cheap("googlenet", aux_logits=True).train(), (3, 224, 224))  # training mode: three outputs
+    assert aux[""].output_shapes == ((1, 1000), (1, 1000), (1, 1000))
+    assert aux["aux1.fc2"].rf.whole and "(1, 1000) (1, 1000) (1, 1000)" in aux.to_table()
