@@ -195,18 +195,18 @@ def _cifar_resnet(n: int, num_classes: int, in_channels: int, shortcut: str, rng
     return Sequential(parts)
 
 
-def _make_cifar(name: str, n: int, params: str):
+def _make_cifar(name: str, n: int, params: str, params_b: str):
     def builder(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", *,
                 rng: np.random.Generator | None = None, dtype=np.float32) -> Sequential:
         return _cifar_resnet(n, num_classes, in_channels, shortcut, rng, dtype)
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (f"{name}: He et al. 2015 section 4.2, n={n} ({6 * n + 2} layers); {params} parameters "
-                       "with shortcut='A' and 10 classes.\n\n"
+                       f"with shortcut='A' (parameter-free) and 10 classes, {params_b} with shortcut='B'.\n\n"
                        "Shape: input ``(N, in_channels, H, W)`` (32x32 native, 28x28 works); output "
                        "``(N, num_classes)``.")
     return register(name)(builder)
 
 
-resnet20 = _make_cifar("resnet20", 3, "272,474")
-resnet32 = _make_cifar("resnet32", 5, "466,906")
-resnet56 = _make_cifar("resnet56", 9, "855,770")
+resnet20 = _make_cifar("resnet20", 3, "269,722", "272,474")
+resnet32 = _make_cifar("resnet32", 5, "464,154", "466,906")
+resnet56 = _make_cifar("resnet56", 9, "853,018", "855,770")

@@ -505,3 +505,11 @@ def test_frozen_shared_and_multi_output_models():
     aux = summary(cheap("googlenet", aux_logits=True).train(), (3, 224, 224))  # training mode: three outputs
     assert aux[""].output_shapes == ((1, 1000), (1, 1000), (1, 1000))
     assert aux["aux1.fc2"].rf.whole and "(1, 1000) (1, 1000) (1, 1000)" in aux.to_table()
+
+
+def test_top_level_cnnkit_summary_is_the_analysis_summary():
+    import cnnkit
+    from cnnkit import models
+    net = models.get("lenet5", rng=np.random.default_rng(0))
+    s = cnnkit.summary(net, (1, 32, 32))
+    assert s.totals["trainable_parameters"] == 60_000 and s.totals["non_trainable_parameters"] == 840
