@@ -15,6 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import limit_threads, reexec_without_openblas_overrides  # noqa: E402
 
 reexec_without_openblas_overrides()
