@@ -85,7 +85,10 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Route each ``dy`` to the argmax of its window; overlapping windows accumulate."""
     path, (x_shape, pads, size_hw, kernel, stride, dilation, out_hw) = cache[:2]
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
-    if path == "separable":
+    if path == "separable" and tuple(kernel) == tuple(stride) and tuple(dilation) == (1, 1):
+        xp, _, y = cache[2:]
+        dxp = _route_tiles(dy_cn, xp, y, kernel)  # non-overlapping windows: one pass per offset
+    elif path == "separable":
         xp, m, y = cache[2:]
         dm = _route_along(dy_cn, m, y, 2, kernel[0], stride[0], dilation[0])  # (C, N, Hp, Wo)
         dxp = _route_along(dm, xp, m, 3, kernel[1], stride[1], dilation[1])  # (C, N, Hp, Wp)
@@ -110,6 +113,36 @@ def _max_along(xp, axis, k, s, d, n_out):
     for t in range(1, k):
         np.maximum(y, xp[_along(axis, t, s, d, n_out)], out=y)
     return y
+
+
+def _route_tiles(dy, xp, y, kernel):
+    """Backward of a max pool whose windows tile the input (kernel == stride, no dilation):
+    each window offset, in row-major order, takes the gradient of the outputs whose maximum
+    it holds and that no earlier offset claimed (PyTorch's first-maximum rule); the last
+    offset takes what is left. Every input position lies in at most one window, so the
+    offsets' slices of dx are disjoint and are written, not accumulated."""
+    kh, kw = kernel
+    ho, wo = y.shape[2:]
+    dxp = np.empty(xp.shape, dtype=dy.dtype)
+    if xp.shape[2] != ho * kh or xp.shape[3] != wo * kw:
+        dxp[...] = 0  # rows or columns that no window reads (floor mode) get no gradient
+    rest = dy.copy()  # gradient not yet routed
+    hit = np.empty(y.shape, dtype=bool)
+    finite = bool(np.isfinite(np.sum(dy))) if dy.size else True
+    offsets = [(i, j) for i in range(kh) for j in range(kw)]
+    for t, (i, j) in enumerate(offsets):
+        sl = (slice(None), slice(None), slice(i, i + kh * ho, kh), slice(j, j + kw * wo, kw))
+        out = dxp[sl]
+        if t == len(offsets) - 1:
+            out[...] = rest
+            break
+        np.equal(xp[sl], y, out=hit)
+        if finite:
+            np.multiply(rest, hit, out=out)
+        else:
+            out[...] = np.where(hit, rest, 0)  # inf * 0 would give NaN
+        rest -= out
+    return dxp
 
 
 def _route_along(dy, xp, y, axis, k, s, d):
