@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default: 0)")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (padding 2) and, for natural images, horizontal flips")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips alone (clothes and shoes stay what they are "
+                        "mirrored; default: the recipe's)")
     _run_options(t, "runs/train")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.json")
 
@@ -187,8 +190,12 @@ def _make_scheduler(name, optimizer, epochs, warmup):
 
 
 def _transforms(mean, std, augment, size, flip, repeat=1):
+    """(train, eval) transforms: ``augment`` adds a random crop (padding 2), ``flip`` random
+    horizontal flips; evaluation never augments."""
     from .data import transforms as T
     base = [T.ToFloat(), T.Normalize(mean, std)] + ([T.RepeatChannels(repeat)] if repeat != 1 else [])
+    if flip and not augment:
+        return T.Compose([T.RandomHorizontalFlip()] + base), T.Compose(base)
     if not augment:
         return T.Compose(base), T.Compose(base)
     aug = [T.RandomCrop(size, padding=2)] + ([T.RandomHorizontalFlip()] if flip else [])
@@ -247,7 +254,7 @@ def _fit(args, model, cfg, train, val, test, mean, std, extra, repeat=1) -> int:
     from .train.trainer import NonFiniteError
 
     c, h, w = train.images.shape[1:]
-    flip = args.data.startswith("cifar")
+    flip = args.data.startswith("cifar") if cfg.get("flip") is None else cfg["flip"]
     train_tf, eval_tf = _transforms(mean, std, cfg["augment"], (h, w), flip, repeat)
     train_loader = DataLoader(train, batch_size=cfg["batch_size"], shuffle=True, transform=train_tf, seed=args.seed)
     val_loader = DataLoader(val, batch_size=500, transform=eval_tf) if val is not None else None
@@ -287,7 +294,8 @@ def cmd_train(args) -> int:
     from . import models
 
     cfg = dict(RECIPES[args.recipe])
-    for key in ("model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "augment"):
+    for key in ("model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                "augment", "flip"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     rng = np.random.default_rng(args.seed)

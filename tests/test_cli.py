@@ -126,3 +126,14 @@ def test_finetune_errors(tmp_path, capsys):
     assert "add --model NAME" in capsys.readouterr().err
     assert main(["finetune", str(tmp_path / "w.safetensors"), "--model", "cnn"]) == 2
     assert "w.safetensors" in capsys.readouterr().err
+
+
+def test_flip_alone_augments_training_only():
+    from cnnkit.cli import _transforms
+    from cnnkit.data.transforms import RandomCrop, RandomHorizontalFlip
+    train_tf, eval_tf = _transforms([0.5], [0.5], False, (28, 28), True)
+    kinds = [type(t) for t in train_tf.transforms]
+    assert RandomHorizontalFlip in kinds and RandomCrop not in kinds
+    assert RandomHorizontalFlip not in [type(t) for t in eval_tf.transforms]
+    train_tf, _ = _transforms([0.5], [0.5], True, (28, 28), False)
+    assert [type(t) for t in train_tf.transforms][0] is RandomCrop
