@@ -286,6 +286,10 @@ def adaptive_avg_pool2d_forward(x: np.ndarray, output_size, *, where: str = "ada
     cols = [(j * w // wo, -(-(j + 1) * w // wo)) for j in range(wo)]
     if (ho, wo) == (1, 1):
         y = x.mean(axis=(2, 3), keepdims=True)  # (N, C, 1, 1): global average pooling
+    elif (h, w) == (ho, wo):
+        y = x.copy()  # every bin is one pixel: the identity (e.g. LeNet's 5x5 features)
+    elif h % ho == 0 and w % wo == 0:  # equal, disjoint bins: one reshaped mean
+        y = x.reshape(n, c, ho, h // ho, wo, w // wo).mean(axis=(3, 5))
     else:
         y = np.empty((n, c, ho, wo), dtype=x.dtype)
         for i, (r0, r1) in enumerate(rows):
@@ -299,6 +303,13 @@ def adaptive_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     if len(rows) == 1 and len(cols) == 1:
         scale = np.asarray(1.0 / (x_shape[2] * x_shape[3]), dtype=dy.dtype)
         return np.broadcast_to(dy * scale, x_shape).copy()
+    h, w = x_shape[2:]
+    if (h, w) == (len(rows), len(cols)):
+        return dy.copy()
+    if h % len(rows) == 0 and w % len(cols) == 0:  # equal, disjoint bins
+        bh, bw = h // len(rows), w // len(cols)
+        g = dy * np.asarray(1.0 / (bh * bw), dtype=dy.dtype)
+        return np.repeat(np.repeat(g, bh, axis=2), bw, axis=3)
     dx = np.zeros(x_shape, dtype=dy.dtype)
     for i, (r0, r1) in enumerate(rows):
         for j, (c0, c1) in enumerate(cols):
