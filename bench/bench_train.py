@@ -70,6 +70,7 @@ def train_cnnkit(model, x, y, batches, lr, momentum):
     for idx in batches:
         opt.zero_grad()
         losses.append(float(loss_fn(model(x[idx]), y[idx])))
+        model.needs_input_grad = False  # as the Trainer does; torch computes no image gradient either
         model.backward(loss_fn.backward())
         opt.step()
     return time.perf_counter() - t0, losses

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="invert grey levels (Fashion-MNIST is light objects on black)")
 
     from .analysis.command import add_summary_parser
-    from .analysis.explain import add_explain_parser
+    from .analysis.explain_cli import add_explain_parser
     add_summary_parser(sub)
     add_explain_parser(sub)
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             from .analysis.command import run_summary
             return run_summary(args)
         if args.command == "explain":
-            from .analysis.explain import run_explain
+            from .analysis.explain_cli import run_explain
             return run_explain(args)
         if args.command == "data":
             from .data.fetch import fetch

@@ -11,8 +11,9 @@ import torch.nn.functional as TF
 from numpy.lib.stride_tricks import sliding_window_view
 
 from cnnkit import models
-from cnnkit.analysis.explain import (add_explain_parser, explain_conv, explain_fc, explain_model, explain_pool,
-                                     explain_same, explain_separable, run_explain)
+from cnnkit.analysis.explain import (explain_conv, explain_fc, explain_model, explain_pool,
+                                     explain_same, explain_separable)
+from cnnkit.analysis.explain_cli import add_explain_parser, run_explain
 from cnnkit.analysis.window_plot import LECTURE_IMAGE, SHARPEN, explain_window, save_window_png
 from cnnkit.nn.conv import Conv2d
 from cnnkit.nn.linear import Linear
