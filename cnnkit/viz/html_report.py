@@ -26,7 +26,7 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border: 1px solid #ddd; padding: 2px 8px; text-align: left; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; } .wide { overflow-x: auto; } .note { color: #666; font-size: 0.9em; }
 .wrong { color: #b00; } .right { color: #070; }

@@ -39,6 +39,7 @@ def curves_figure(history: list[dict]):
     if not history:
         raise value_error("cnnkit viz curves", "the history has no epochs")
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in history]
     has_lr = any(r.get("lr") is not None for r in history)
     fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(12 if has_lr else 9, 3.6))
@@ -49,6 +50,7 @@ def curves_figure(history: list[dict]):
                 ax.plot(epochs, [np.nan if v is None else v for v in values], style,
                         label=split.rstrip("_"), markersize=4)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -56,6 +58,7 @@ def curves_figure(history: list[dict]):
         axes[2].plot(epochs, [np.nan if r.get("lr") is None else r["lr"] for r in history], "-o",
                      color="tab:green", markersize=4)
         axes[2].set_xlabel("epoch")
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[2].set_title("learning rate")
         axes[2].grid(alpha=0.3)
     fig.tight_layout()
