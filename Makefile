@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 FMNIST  = /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test bench data clean
+.PHONY: demo test bench data browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,17 @@ data:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# Debian's chromium: tests/viz/test_report.py opens report.html in a real headless browser.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
+	fi
+
 demo: $(VENV)/.installed data
 	$(VENV)/bin/cnnkit train --out runs/demo
 
-test: $(VENV)/.installed data
+test: $(VENV)/.installed data browser
 	$(PY) -m pytest -n 2 -q
 
 bench: $(VENV)/.installed data
