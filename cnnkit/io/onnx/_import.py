@@ -2,7 +2,7 @@
 
 Steps: parse safely (:mod:`._security`), check the opset (7 to 21) and list every
 unsupported operator in one error, then walk the nodes in order. A traced input
-(zeros of the declared shape; a symbolic batch axis gets ``trace_batch``) runs through
+(ones of the declared shape; a symbolic batch axis gets ``trace_batch``) runs through
 each new layer, so shapes are known at every node: ``Shape`` of a computed tensor and
 any node whose inputs are all constant (Constant, ConstantOfShape, Gather, Slice,
 Concat, Unsqueeze, Cast, arithmetic) are folded to constants at load time with
@@ -102,7 +102,7 @@ def from_proto(proto, where: str = "<onnx>", *, trace_batch: int = 1) -> Graph:
                                   f"found {np.dtype(dtype).name}")
         gname = unique(_sanitize(vi.name))
         in_names.append(gname)
-        values[vi.name] = (gname, np.zeros(dims, dtype=dtype))
+        values[vi.name] = (gname, np.ones(dims, dtype=dtype))  # ones: no 0/0 while tracing
     graph = Graph(inputs=tuple(in_names))
     batch_derived: set[str] = set()  # constants computed from a traced shape
 
