@@ -1,0 +1,160 @@
+"""Round trips through PyTorch's exporter: torch.onnx.export of torchvision-layout models
+(a ResNet-18 twin loaded from a cnnkit state_dict, and small CNNs defined here), imported
+into cnnkit and compared with PyTorch; then fine-tuning an imported model on Fashion-MNIST.
+torchvision is not needed: the twins are written out below."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from cnnkit import models
+from cnnkit import onnx as cnnkit_onnx
+from cnnkit.nn import CrossEntropyLoss
+from cnnkit.optim import SGD
+
+torch = pytest.importorskip("torch")
+tn = torch.nn
+
+
+class BasicBlock(tn.Module):
+    """torchvision's BasicBlock, same attribute names (so a cnnkit state_dict loads)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = tn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = tn.BatchNorm2d(cout)
+        self.relu = tn.ReLU()
+        self.conv2 = tn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = tn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = tn.Sequential(tn.Conv2d(cin, cout, 1, stride, bias=False), tn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(tn.Module):
+    def __init__(self, num_classes, in_channels=3):
+        super().__init__()
+        self.conv1 = tn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = tn.BatchNorm2d(64)
+        self.relu = tn.ReLU()
+        self.maxpool = tn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, w in enumerate((64, 128, 256, 512), start=1):
+            s = 1 if i == 1 else 2
+            setattr(self, f"layer{i}", tn.Sequential(BasicBlock(cin, w, s), BasicBlock(w, w, 1)))
+            cin = w
+        self.avgpool = tn.AdaptiveAvgPool2d(1)
+        self.fc = tn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class SmallNet(tn.Module):
+    """A Fashion-MNIST CNN touching many exporter patterns (view with x.size(0), PReLU, groups,
+    depthwise + ReLU6 residual, dropout, ceil-mode pooling). PyTorch writes LocalResponseNorm
+    as Pad/Pow/AveragePool under an If, which is outside the issue's operator list."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = tn.Sequential(
+            tn.Conv2d(1, 8, 3, padding=1), tn.BatchNorm2d(8), tn.ReLU(), tn.MaxPool2d(2),          # 14x14
+            tn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2), tn.PReLU(16),                     # 7x7
+            tn.AvgPool2d(2, ceil_mode=True), tn.LeakyReLU(0.1))                                    # 4x4
+        self.dw = tn.Sequential(tn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), tn.BatchNorm2d(16),
+                                tn.ReLU6())
+        self.drop = tn.Dropout(0.3)
+        self.fc = tn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = x + self.dw(x)
+        x = x.view(x.size(0), -1)
+        return self.fc(self.drop(x))
+
+
+def _export(module, x, path, opset):
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(x),), str(path), opset_version=opset, dynamo=False,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "N"}})
+
+
+def _randomize_bn(module):
+    g = torch.Generator().manual_seed(0)
+    for m in module.modules():
+        if isinstance(m, tn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+def test_resnet18_from_cnnkit_state_dict(tmp_path):
+    ours = models.get("resnet18", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
+    twin = ResNet18(10)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    _randomize_bn(twin)
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    _export(twin, x, tmp_path / "r18.onnx", opset=17)
+    net = cnnkit_onnx.load(str(tmp_path / "r18.onnx"))
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4)
+    # PyTorch's exporter folds each eval-mode BatchNorm into its conv (a conv bias appears)
+    assert all(p.requires_grad for p in net.parameters())
+    bn = [m.num_features for m in twin.modules() if isinstance(m, tn.BatchNorm2d)]
+    torch_count = sum(p.numel() for p in twin.parameters())
+    assert sum(p.size for p in net.parameters()) == torch_count - 2 * sum(bn) + sum(bn)  # gamma, beta -> bias
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 17, 20])
+def test_small_cnn_from_torch(tmp_path, opset):
+    torch.manual_seed(opset)
+    m = SmallNet()
+    _randomize_bn(m)
+    x = np.random.default_rng(2).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    _export(m, x, tmp_path / "s.onnx", opset)
+    net = cnnkit_onnx.load(str(tmp_path / "s.onnx"))
+    x5 = np.random.default_rng(3).standard_normal((5, 1, 28, 28)).astype(np.float32)  # another batch size
+    with torch.no_grad():
+        expected = m(torch.from_numpy(x5)).numpy()
+    np.testing.assert_allclose(net(x5), expected, rtol=0, atol=1e-4)
+    # and back out: cnnkit's export of the imported graph runs in ONNX Runtime
+    from .conftest import run_ort
+    cnnkit_onnx.export(net, str(tmp_path / "again.onnx"), (1, 1, 28, 28))
+    np.testing.assert_allclose(run_ort(str(tmp_path / "again.onnx"), {"input": x5})[0], expected, atol=1e-4)
+
+
+def test_finetune_imported_model_on_fashion_mnist(tmp_path):
+    from cnnkit.data import load_dataset
+    try:
+        ds = load_dataset("fashion-mnist", "train")
+    except Exception as e:  # the data set is not on this machine
+        pytest.skip(f"fashion-mnist not available: {e}")
+    torch.manual_seed(0)
+    m = SmallNet()
+    x0 = np.zeros((1, 1, 28, 28), np.float32)
+    _export(m, x0, tmp_path / "s.onnx", 13)
+    net = cnnkit_onnx.load(str(tmp_path / "s.onnx"))
+    net.replace_classifier(10, rng=np.random.default_rng(0))
+    net.train()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds.labels), 64, replace=False)
+    x = (ds.images[idx].astype(np.float32) / 255.0 - 0.286) / 0.353
+    y = ds.labels[idx]
+    loss_fn, opt = CrossEntropyLoss(), SGD(list(net.parameters()), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(10):
+        loss = loss_fn(net(x), y)
+        losses.append(float(loss))
+        opt.zero_grad()
+        net.backward(loss_fn.backward())
+        opt.step()
+    assert losses[-1] < 0.8 * losses[0] and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
