@@ -131,7 +131,11 @@ def plot_feature_maps(model, x: np.ndarray, image01: np.ndarray, path: str, laye
     total_rows = 1 + sum(rows_per.values())
     plt = pyplot()
     fig = plt.figure(figsize=(cols * 1.1 + 0.4, total_rows * 1.2 + 0.3 * len(layers) + 0.4))
-    grid = fig.add_gridspec(total_rows, cols)
+    height = fig.get_size_inches()[1]
+    left = 0.55 if vector else 0.2  # inches: room for a bar chart's tick labels
+    grid = fig.add_gridspec(total_rows, cols, left=left / fig.get_size_inches()[0], right=0.98,
+                            bottom=(0.35 if vector else 0.1) / height, top=1 - 0.3 / height,
+                            wspace=0.08, hspace=0.3)
     ax = fig.add_subplot(grid[0, 0])
     show_image(ax, image01)
     ax.set_title("input", fontsize=8)
@@ -140,7 +144,7 @@ def plot_feature_maps(model, x: np.ndarray, image01: np.ndarray, path: str, laye
         if name in vector:
             ax = fig.add_subplot(grid[row, :])
             ax.bar(np.arange(a.shape[0]), a[:, 0, 0], color="tab:blue")
-            ax.set_title(f"{name} ({a.shape[0]} values)", fontsize=8, loc="left")
+            ax.set_title(f"{name} ({a.shape[0]} values)", fontsize=8, loc="left").set_in_layout(False)
             ax.tick_params(labelsize=7)
             row += 1
             continue
@@ -152,7 +156,7 @@ def plot_feature_maps(model, x: np.ndarray, image01: np.ndarray, path: str, laye
             ax.set_yticks([])
             if k == 0:
                 note = f" (first {shown} of {a.shape[0]} channels)" if shown < a.shape[0] else ""
-                ax.set_title(f"{name} {tuple(a.shape)}{note}", fontsize=8, loc="left")
+                title = ax.set_title(f"{name} {tuple(a.shape)}{note}", fontsize=8, loc="left")
+                title.set_in_layout(False)  # a long title must not squeeze the first panel
         row += rows_per[name]
-    fig.tight_layout(pad=0.3)
     return save_figure(fig, path, dpi=dpi)

@@ -90,7 +90,8 @@ def _test_images(data: dict, n: int):
 
 def predictions_figure(model, data: dict, images: np.ndarray, labels: np.ndarray, classes, show: int = 16):
     """``(figure, wrong, total)``: up to ``show`` images with true and predicted class, the
-    misclassified first; titles in red for wrong predictions."""
+    misclassified first (at most three quarters of the panels, the rest right answers);
+    titles in red for wrong predictions, green for right ones."""
     x01 = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     c = int(data.get("input_shape", [x01.shape[1]])[0])
     if x01.shape[1] != c and x01.shape[1] == 1:
@@ -104,11 +105,16 @@ def predictions_figure(model, data: dict, images: np.ndarray, labels: np.ndarray
     p = np.concatenate(probs)
     pred = p.argmax(axis=1)
     wrong = pred != labels
-    order = np.concatenate([np.flatnonzero(wrong), np.flatnonzero(~wrong)])[:show]
+    right = np.flatnonzero(~wrong)[:show // 4]  # a quarter of the panels keep right answers
+    order = np.concatenate([np.flatnonzero(wrong)[:show - len(right)], right])
+    order = np.concatenate([order, np.setdiff1d(np.arange(len(pred)), order)])[:show]
     cols = min(8, len(order))
     rows = -(-len(order) // cols)
     plt = pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, rows * 1.75), squeeze=False)
+    height = rows * 1.95
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.45, height), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02 / height, top=1 - 0.42 / height,
+                        wspace=0.06, hspace=0.42 / 1.5)  # room for two title lines above each row
     for ax in axes.flat:
         ax.axis("off")
     name = lambda k: classes[k][:12] if k < len(classes) else str(k)  # noqa: E731
@@ -118,7 +124,6 @@ def predictions_figure(model, data: dict, images: np.ndarray, labels: np.ndarray
         ok = pred[i] == labels[i]
         ax.set_title(f"{name(pred[i])} {p[i, pred[i]]:.2f}\n(true: {name(labels[i])})", fontsize=7,
                      color="green" if ok else "red")
-    fig.tight_layout(pad=0.3)
     return fig, int(wrong.sum()), len(labels)
 
 
