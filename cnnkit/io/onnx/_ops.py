@@ -88,6 +88,8 @@ def _spatial_pads(ctx, kernel, stride, dilation, in_hw):
             total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
             small, big = total // 2, total - total // 2
             pads += [small, big] if auto == "SAME_UPPER" else [big, small]
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            return (pads[0], pads[2])
         return tuple(pads)
     if auto not in ("NOTSET", ""):
         raise ctx.error(f"unknown auto_pad {auto!r}")
@@ -96,6 +98,8 @@ def _spatial_pads(ctx, kernel, stride, dilation, in_hw):
         raise ctx.error(f"only 2-D (NCHW) windows are supported; pads={p}")
     if min(p) < 0:
         raise ctx.error(f"negative pads are not supported; pads={p}")
+    if p[0] == p[2] and p[1] == p[3]:
+        return (p[0], p[1])      # symmetric: the (ph, pw) pair the zoo's layers use
     return (p[0], p[2], p[1], p[3])  # ONNX [top, left, bottom, right] -> (top, bottom, left, right)
 
 
