@@ -179,6 +179,8 @@ def _bn(ctx):
     if x.ndim < 2 or x.shape[1] != c or any(a.shape != (c,) for a in (bias, mean, var)):
         raise ctx.error(f"shapes do not match: input {tuple(x.shape)}, scale {scale.shape}, bias {bias.shape}, "
                         f"mean {mean.shape}, var {var.shape}")
+    if not int(ctx.attr("spatial", 1)):  # opsets 7-8: per-element statistics
+        raise ctx.error("spatial=0 (per-element statistics) is not supported")
     if int(ctx.attr("training_mode", 0)):
         raise ctx.error("training_mode=1 is not supported (the inference form only)")
     cls = BatchNorm2d if x.ndim == 4 else BatchNorm1d
