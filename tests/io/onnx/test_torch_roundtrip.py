@@ -57,6 +57,57 @@ class ResNet18(tn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def _cba(cin, cout, k, stride, groups):
+    return tn.Sequential(tn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), tn.BatchNorm2d(cout),
+                         tn.ReLU6())
+
+
+class InvertedResidual(tn.Module):
+    """torchvision's MobileNetV2 block (attribute ``conv``, as cnnkit's zoo names it)."""
+
+    def __init__(self, cin, cout, stride, t):
+        super().__init__()
+        hidden = cin * t
+        layers = [_cba(cin, hidden, 1, 1, 1)] if t != 1 else []
+        layers += [_cba(hidden, hidden, 3, stride, hidden), tn.Conv2d(hidden, cout, 1, bias=False),
+                   tn.BatchNorm2d(cout)]
+        self.conv = tn.Sequential(*layers)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(tn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        from cnnkit.models.mobilenet import V2_SETTINGS
+        layers, cin = [_cba(3, 32, 3, 2, 1)], 32
+        for t, c, n, s in V2_SETTINGS:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(_cba(cin, 1280, 1, 1, 1))
+        self.features = tn.Sequential(*layers)
+        self.classifier = tn.Sequential(tn.Dropout(0.2), tn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(tn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def test_mobilenet_v2_from_cnnkit_state_dict(tmp_path):
+    ours = models.get("mobilenet_v2", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
+    twin = MobileNetV2(10)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    _randomize_bn(twin)
+    x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    _export(twin, x, tmp_path / "mv2.onnx", opset=13)
+    net = cnnkit_onnx.load(str(tmp_path / "mv2.onnx"))
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4)
+
+
 class SmallNet(tn.Module):
     """A Fashion-MNIST CNN touching many exporter patterns (view with x.size(0), PReLU, groups,
     depthwise + ReLU6 residual, dropout, ceil-mode pooling). PyTorch writes LocalResponseNorm
