@@ -255,3 +255,19 @@ def test_load_alias_reads_file(tmp_path):
     path.write_bytes(_small_net(13).SerializeToString())
     net = cnnkit_onnx.load(str(path))
     assert net.onnx_opset == 13 and not net.training
+
+
+def test_shape_slice_folding_and_external_style_constants():
+    """Shape -> Slice -> Concat(constant) -> Reshape, and Cast/Mul on folded shapes."""
+    c = lambda name, v: H.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.array(v)))  # noqa: E731
+    nodes = [H.make_node("Shape", ["x"], ["s"]), c("st", np.array([0], np.int64)), c("en", np.array([2], np.int64)),
+             H.make_node("Slice", ["s", "st", "en"], ["nc"]), c("rest", np.array([-1], np.int64)),
+             H.make_node("Concat", ["nc", "rest"], ["shape"], axis=0),
+             H.make_node("Cast", ["shape"], ["shape_f"], to=onnx.TensorProto.FLOAT),
+             H.make_node("Cast", ["shape_f"], ["shape_i"], to=onnx.TensorProto.INT64),
+             H.make_node("Reshape", ["x", "shape_i"], ["y"])]
+    model = _model(nodes, ("N", 3, 4, 5), opset=13)
+    net = from_proto(model, "test")
+    x = np.random.default_rng(11).standard_normal((4, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(net(x), run_ort(model, {"x": x})[0])
+    assert net(x).shape == (4, 3, 20)
