@@ -87,6 +87,9 @@ def from_proto(proto, where: str = "<onnx>", *, trace_batch: int = 1) -> Graph:
     in_names = []
     for vi in real_inputs:
         tt = vi.type.tensor_type
+        if not tt.HasField("shape") or len(tt.shape.dim) == 0:
+            raise OnnxFormatError(f"{where}: input {vi.name!r} declares no shape; cnnkit needs a static "
+                                  "input shape (only the batch axis may be symbolic)")
         dims = []
         for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:

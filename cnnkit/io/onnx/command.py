@@ -76,6 +76,21 @@ def load_model(checkpoint: str):
     return model, meta
 
 
+def load_any(path: str):
+    """``(model, meta)`` from an ``.onnx`` file or a checkpoint: for commands that accept a model
+    (summary, explain, predict, finetune). An ONNX file's meta holds ``data.input_shape`` when
+    its input has a static shape."""
+    if str(path).lower().endswith(".onnx") and not os.path.isdir(path):
+        from ._security import read_model
+        from ._import import from_proto
+        proto = read_model(path)
+        model = from_proto(proto, str(path))
+        dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+        meta = {"data": {"input_shape": [int(d) for d in dims[1:]]}} if all(d > 0 for d in dims[1:]) else {}
+        return model, meta
+    return load_model(path)
+
+
 def _parse_shape(text: str):
     try:
         dims = tuple(int(v) for v in text.split(","))

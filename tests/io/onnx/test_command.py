@@ -6,7 +6,7 @@ import numpy as np
 
 from cnnkit import models
 from cnnkit import onnx as cnnkit_onnx
-from cnnkit.io.onnx.command import (add_export_parser, add_import_parser, load_model, run_export,
+from cnnkit.io.onnx.command import (add_export_parser, add_import_parser, load_any, load_model, run_export,
                                     run_import)
 from cnnkit.train.checkpoint import save_checkpoint
 
@@ -37,6 +37,9 @@ def test_import_then_export(tmp_path, capsys):
     assert run_export(args) == 0
     np.testing.assert_allclose(run_ort(out, {"input": x})[0], model(x), atol=1e-4)
     assert "exported" in capsys.readouterr().out
+    direct, meta = load_any(src)  # an .onnx file wherever a model is accepted
+    assert meta["data"]["input_shape"] == [1, 28, 28]
+    np.testing.assert_allclose(direct(x), model(x), atol=1e-5)
 
 
 def test_export_zoo_checkpoint_and_errors(tmp_path, capsys):

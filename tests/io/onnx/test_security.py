@@ -124,6 +124,15 @@ def test_missing_initializer_and_wrong_shapes(tmp_path):
         cnnkit_onnx.load(_write(tmp_path / "m.onnx", model))
 
 
+def test_input_without_shape(tmp_path):
+    graph = H.make_graph([H.make_node("Relu", ["x"], ["y"])], "t",
+                         [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+                         [H.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    model = H.make_model(graph, opset_imports=[H.make_opsetid("", 13)])
+    with pytest.raises(OnnxFormatError, match="input 'x' declares no shape"):
+        cnnkit_onnx.load(_write(tmp_path / "m.onnx", model))
+
+
 def test_missing_onnx_package_names_pip(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match="pip install onnx"):
