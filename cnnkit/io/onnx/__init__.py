@@ -31,11 +31,11 @@ def load(path, *, trace_batch: int = 1):
 
 
 def export(model, path, input_shape, opset: int = 17, *, input_name: str = "input",
-           output_name: str = "output", dynamic_batch: bool = True) -> str:
+           output_name: str = "output", dynamic_batch: bool = True, external_data: bool = False) -> str:
     """Write ``model`` to ``path`` as ONNX (see :mod:`._export`); returns ``path``."""
     from ._export import export as _export
     return _export(model, path, input_shape, opset=opset, input_name=input_name,
-                   output_name=output_name, dynamic_batch=dynamic_batch)
+                   output_name=output_name, dynamic_batch=dynamic_batch, external_data=external_data)
 
 
 __all__ = ["load", "export", "require_onnx", "SUPPORTED_IMPORT_OPSETS", "SUPPORTED_EXPORT_OPSETS"]

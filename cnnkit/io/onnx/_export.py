@@ -67,11 +67,13 @@ class Builder:
 
 
 def export(model, path, input_shape, opset: int = 17, *, input_name="input", output_name="output",
-           dynamic_batch: bool = True) -> str:
+           dynamic_batch: bool = True, external_data: bool = False) -> str:
     """Write ``model`` (in eval mode) to ``path``; input of ``input_shape`` (with the batch axis).
 
     The file passes ``onnx.checker.check_model(full_check=True)``; ``opset`` 13 to 21.
-    With ``dynamic_batch`` the first axis is named ``N`` (any batch size).
+    With ``dynamic_batch`` the first axis is named ``N`` (any batch size). With
+    ``external_data`` the initializers of 1 KiB or more go to ``<path>.data`` next to the
+    model (needed above protobuf's 2 GiB limit), 64-byte aligned.
     """
     onnx = require_onnx()
     where = "cnnkit.onnx.export"
@@ -109,10 +111,36 @@ def export(model, path, input_shape, opset: int = 17, *, input_name="input", out
     ops = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=ops, producer_name="cnnkit",
                                    ir_version=onnx.helper.find_min_ir_version_for(ops))
-    onnx.checker.check_model(proto, full_check=True)
     from ..._atomic import atomic_write_bytes
+    if external_data:
+        _move_to_external(proto, str(path), atomic_write_bytes)
+    else:
+        onnx.checker.check_model(proto, full_check=True)
     atomic_write_bytes(str(path), proto.SerializeToString())
     return str(path)
+
+
+def _move_to_external(proto, path: str, write) -> None:
+    """Move large initializers' bytes into ``<path>.data`` (written first, atomically)."""
+    import os
+    onnx = require_onnx()
+    # full check before the move: the checker cannot see external bytes held in memory
+    onnx.checker.check_model(proto, full_check=True)
+    location = os.path.basename(path) + ".data"
+    chunks, offset = [], 0
+    for t in proto.graph.initializer:
+        raw = onnx.numpy_helper.to_array(t).tobytes() if not t.raw_data else t.raw_data
+        if len(raw) < 1024:
+            continue
+        pad = (-offset) % 64
+        chunks.append(b"\0" * pad)
+        offset += pad
+        chunks.append(raw)
+        onnx.external_data_helper.set_external_data(t, location, offset=offset, length=len(raw))
+        t.data_location = onnx.TensorProto.EXTERNAL
+        t.ClearField("raw_data")
+        offset += len(raw)
+    write(os.path.join(os.path.dirname(os.path.abspath(path)), location), b"".join(chunks))
 
 
 def _model_dtype(model):

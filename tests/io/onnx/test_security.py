@@ -38,6 +38,21 @@ def _write(path, model):
     return str(path)
 
 
+def test_export_with_external_data_round_trip(tmp_path):
+    from cnnkit import models
+    model = models.get("cnn", num_classes=10, in_channels=1, rng=np.random.default_rng(0))
+    path = str(tmp_path / "cnn.onnx")
+    cnnkit_onnx.export(model, path, (1, 1, 28, 28), external_data=True)
+    assert (tmp_path / "cnn.onnx.data").stat().st_size > (tmp_path / "cnn.onnx").stat().st_size
+    onnx.checker.check_model(path, full_check=True)
+    x = np.random.default_rng(1).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model.eval()
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])  # resolves the .data file
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], model(x), atol=1e-4)
+    np.testing.assert_allclose(cnnkit_onnx.load(path)(x), model(x), atol=1e-5)
+
+
 def test_external_data_inside_folder_loads(tmp_path):
     w = np.arange(36, dtype=np.float32)
     (tmp_path / "weights.bin").write_bytes(b"\0" * 8 + w.tobytes())
