@@ -171,7 +171,6 @@ def _fold(node, inputs, opset, where):
     onnx = require_onnx()
     if node.op_type == "Constant":
         a = node.attribute[0]
-        from onnx import numpy_helper
         if a.name == "value":
             return [tensor_to_array(a.t, f"{where}: Constant {node.name!r}")]
         if a.name in ("value_float", "value_int"):
@@ -180,7 +179,6 @@ def _fold(node, inputs, opset, where):
         if a.name in ("value_floats", "value_ints"):
             return [np.array(onnx.helper.get_attribute_value(a),
                              dtype=np.float32 if a.name == "value_floats" else np.int64)]
-        del numpy_helper
     from onnx.reference import ReferenceEvaluator
     in_names = [f"i{i}" if n else "" for i, n in enumerate(node.input)]
     out_names = [f"o{i}" for i in range(len(node.output))]
