@@ -38,7 +38,8 @@ def add_viz_parser(subparsers) -> argparse.ArgumentParser:
     f = sub.add_parser("filters", help="grid of a conv layer's kernels, each normalized on its own")
     f.add_argument("checkpoint", help="run folder or checkpoint .json")
     f.add_argument("--layer", help="conv layer (named_modules name; default: the first conv layer)")
-    f.add_argument("--max-filters", type=int, default=64, help="(default: %(default)s)")
+    f.add_argument("--max-filters", type=int, help="filters drawn (default: 64 for a layer with one or "
+                                                    "three input channels, else 16 rows of 8 inputs)")
 
     m = sub.add_parser("features", help="an image and the feature maps of chosen layers")
     m.add_argument("checkpoint")

@@ -37,14 +37,16 @@ def filter_tiles(weight: np.ndarray, max_filters: int = 64, max_inputs: int = 8)
     return normalize01(w[:, :max_inputs], axis=(2, 3)), False  # each (out, in) kernel on its own
 
 
-def plot_filters(model, path: str, layer: str | None = None, max_filters: int = 64,
+def plot_filters(model, path: str, layer: str | None = None, max_filters: int | None = None,
                  max_inputs: int = 8, dpi: int = 100) -> str:
     """Draw the kernels of conv ``layer`` (default: the first conv layer) to ``path``
-    (.png or .svg); the title names the layer and its weight shape."""
+    (.png or .svg); the title names the layer and its weight shape. ``max_filters``: output
+    channels drawn (default: 64 for one or three input channels, else 16 rows of
+    ``max_inputs`` input channels each)."""
     return save_figure(filters_figure(model, layer, max_filters, max_inputs), path, dpi=dpi)
 
 
-def filters_figure(model, layer: str | None = None, max_filters: int = 64, max_inputs: int = 8):
+def filters_figure(model, layer: str | None = None, max_filters: int | None = None, max_inputs: int = 8):
     """The figure of :func:`plot_filters`."""
     convs = conv_layers(model)
     if not convs:
@@ -56,6 +58,11 @@ def filters_figure(model, layer: str | None = None, max_filters: int = 64, max_i
         raise value_error("cnnkit.viz.plot_filters", "the layer has no conv weight (C_out, C_in, kH, kW); "
                           f"conv layers: {', '.join(n for n, _ in convs)}", layer=name)
     shape = tuple(w.data.shape)
+    if max_filters is None:
+        max_filters = 64 if shape[1] in (1, 3) else 16
+    if max_filters < 1 or max_inputs < 1:
+        raise value_error("cnnkit.viz.plot_filters", "max_filters and max_inputs must be at least 1",
+                          max_filters=max_filters, max_inputs=max_inputs)
     tiles, rgb = filter_tiles(w.data, max_filters, max_inputs)
     plt = pyplot()
     if rgb:
@@ -69,7 +76,16 @@ def filters_figure(model, layer: str | None = None, max_filters: int = 64, max_i
             rows = math.ceil(tiles.shape[0] / cols)
             tiles = tiles[:, 0]
     size = 0.7 if max(rows, cols) <= 16 else 0.45
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 0.4, rows * size + 0.9), squeeze=False)
+    left_out = []
+    if shape[0] > max_filters:
+        left_out.append(f"first {max_filters} of {shape[0]} filters")
+    if not rgb and shape[1] > max_inputs:
+        left_out.append(f"first {max_inputs} of {shape[1]} input channels")
+    title = f"{name}: weight {shape}" + (f"\n({', '.join(left_out)})" if left_out else "")
+    title += "\nRGB per filter" if rgb else ("" if shape[1] == 1 else "\nrows: filters, columns: input channels")
+    top = 0.15 + 0.16 * (title.count("\n") + 1)  # inches above the tiles for the title
+    width, height = max(cols * size + 0.4, 4.6), rows * size + 0.15 + top  # wide enough for the title
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
     for i in range(rows):
         for j in range(cols):
             ax = axes[i, j]
@@ -84,15 +100,9 @@ def filters_figure(model, layer: str | None = None, max_filters: int = 64, max_i
             else:
                 img = tiles[i, j]
             ax.imshow(img, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
-    left_out = []
-    if shape[0] > max_filters:
-        left_out.append(f"first {max_filters} of {shape[0]} filters")
-    if not rgb and shape[1] > max_inputs:
-        left_out.append(f"first {max_inputs} of {shape[1]} input channels")
-    title = f"{name}: weight {shape}" + (f" ({', '.join(left_out)})" if left_out else "")
-    title += "\nRGB per filter" if rgb else ("" if shape[1] == 1 else "\nrows: filters, columns: input channels")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
+    fig.suptitle(title, fontsize=9, y=1 - 0.06 / height, va="top")
+    fig.subplots_adjust(left=0.2 / width, right=1 - 0.2 / width, bottom=0.1 / height,
+                        top=1 - top / height, wspace=0.1, hspace=0.1)
     return fig
 
 
@@ -121,6 +131,9 @@ def plot_feature_maps(model, x: np.ndarray, image01: np.ndarray, path: str, laye
     """The input ``image01`` (C, H, W in [0, 1]) and, for each of ``layers`` (default: the
     first two conv layers), one panel per channel of its activation for ``x`` (1, C, H, W);
     a vector output (a Linear layer's) is one bar chart."""
+    if max_channels < 1:
+        raise value_error("cnnkit.viz.plot_feature_maps", "max_channels must be at least 1",
+                          max_channels=max_channels)
     layers = list(layers) if layers else default_feature_layers(model)
     if not layers:
         raise value_error("cnnkit.viz.plot_feature_maps", "no layer to show: name one (the model has no conv)")

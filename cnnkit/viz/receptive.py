@@ -40,8 +40,9 @@ def plot_receptive_field(model, image01, path: str, layer: str, unit=None, dpi: 
     show_image(ax, image01)
     h, w = shape[1:]
     pad = max(0.0, float(-top), float(-left), float(bottom - (h - 1)), float(right - (w - 1)))
-    ax.set_xlim(-0.5 - pad - 0.5, w - 0.5 + pad + 0.5)
-    ax.set_ylim(h - 0.5 + pad + 0.5, -0.5 - pad - 0.5)
+    pad += 0.5 + 0.02 * (max(h, w) + 2 * pad)  # a margin so that the frame's lines show whole
+    ax.set_xlim(-0.5 - pad, w - 0.5 + pad)
+    ax.set_ylim(h - 0.5 + pad, -0.5 - pad)
     ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor="grey", linestyle="--", linewidth=0.8))
     ax.add_patch(Rectangle((float(left) - 0.5, float(top) - 0.5), float(right - left) + 1,
                            float(bottom - top) + 1, fill=True, facecolor=(1, 0.2, 0.1, 0.18),

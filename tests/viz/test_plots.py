@@ -28,8 +28,8 @@ def viz(*argv):
 
 # (argv after the checkpoint, output name, expected (width, height) in pixels at 100 dpi)
 PLOTS = [
-    (["filters"], "filters.png", (460, 160)),                   # 6 filters of 5x5: 6 x 0.7 + 0.4 in
-    (["filters", "--layer", "features.3"], "filters3.png", (460, 1210)),  # 16 filters x 6 inputs
+    (["filters"], "filters.png", (460, 116)),                   # 6 filters of 5x5: 6 x 0.7 + 0.4 in
+    (["filters", "--layer", "features.3"], "filters3.png", (460, 1182)),  # 16 filters x 6 inputs
     (["features", "IMAGE"], "features.png", (920, 580)),
     (["features", "IMAGE", "--layer", "features.0", "--layer", "classifier.4"], "features_fc.png", (700, 460)),
     (["saliency", "IMAGE"], "saliency.png", (840, 340)),
@@ -70,7 +70,7 @@ def test_svg_output(run_folder, tmp_path, capsys, plot):
 def test_checkpoint_json_works_like_the_folder(run_folder, tmp_path, capsys):
     out = tmp_path / "f.png"
     assert viz("filters", os.path.join(run_folder, "best.json"), "--out", str(out)) == 0
-    assert png_stats(out)[0] == (460, 160)
+    assert png_stats(out)[0] == (460, 116)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -82,6 +82,9 @@ def test_checkpoint_json_works_like_the_folder(run_folder, tmp_path, capsys):
     (["saliency", "RUN", "missing.png"], "cannot read the image"),
     (["saliency", "RUN", "IMAGE", "--class", "10"], "class index out of range"),
     (["curves", "NOWHERE"], "RUN_DIR must be a run folder"),
+    (["filters", "RUN", "--max-filters", "0"], "max_filters and max_inputs must be at least 1"),
+    (["features", "RUN", "IMAGE", "--max-channels", "0"], "max_channels must be at least 1"),
+    (["features", "RUN", "IMAGE", "--layer", "classifier.9"], "no layer of that name"),
 ])
 def test_errors_say_what_and_exit_2(run_folder, test_image_file, tmp_path, capsys, argv, message):
     sub = {"RUN": run_folder, "IMAGE": test_image_file, "NOWHERE": str(tmp_path / "none")}
@@ -92,6 +95,13 @@ def test_errors_say_what_and_exit_2(run_folder, test_image_file, tmp_path, capsy
     assert err.startswith(f"cnnkit viz {argv[0]}: error: ") and message in err
 
 
+def test_deep_layer_filters_default_to_16_rows_of_8_inputs(tmp_path):
+    conv = nn.Conv2d(32, 40, 3)
+    conv.weight.data[...] = np.random.default_rng(0).normal(size=(40, 32, 3, 3))
+    out = plot_filters(nn.Sequential(conv), str(tmp_path / "deep.png"))
+    assert png_stats(out)[0] == (600, 1198)  # 8 x 0.7 + 0.4 by 16 x 0.7 + 0.15 + 0.15 + 3 title lines
+
+
 def test_rgb_first_layer_filters_are_colour_tiles(tmp_path):
     conv = nn.Conv2d(3, 10, 3)
     conv.weight.data[...] = np.random.default_rng(0).normal(size=(10, 3, 3, 3))
@@ -100,7 +110,7 @@ def test_rgb_first_layer_filters_are_colour_tiles(tmp_path):
     from PIL import Image
     with Image.open(out) as im:
         a = np.asarray(im.convert("RGB"), dtype=np.float64)
-    assert im.size == (600, 230)  # 8 columns x 2 rows
+    assert im.size == (600, 202)  # 8 columns x 2 rows
     assert np.abs(a[..., 0] - a[..., 1]).max() > 50  # colour, not grey
 
 
