@@ -33,10 +33,12 @@ def _class_of(z: np.ndarray, target) -> int:
 def _backward_from(model, z: np.ndarray, k: int):
     dy = np.zeros_like(z)
     dy[0, k] = 1.0  # d z_k / d z
+    before = model.needs_input_grad  # the Trainer turns it off; restore it for later training
     object.__setattr__(model, "needs_input_grad", True)
     try:
         return model.backward(dy)
     finally:
+        object.__setattr__(model, "needs_input_grad", before)
         model.zero_grad()
 
 

@@ -65,6 +65,17 @@ def test_report_with_a_given_model_and_images(run_folder, tmp_path):
     assert "of the first 5 test images are misclassified" in page
 
 
+def test_report_of_a_finetune_run(run_folder, tmp_path):
+    from cnnkit.cli import main
+    out = tmp_path / "ft"
+    assert main(["finetune", run_folder, "--classes", "5-9", "--epochs", "1", "--limit", "300", "--val", "50",
+                 "--out", str(out), "--no-progress"]) == 0
+    page = open(write_html_report(str(out)), encoding="utf-8").read()
+    assert "<td>finetune</td>" in page and "Sandal, Shirt, Sneaker, Bag, Ankle boot" in page
+    assert "of the first 200 test images are misclassified" in page  # the 5 classes' test images
+    assert len(DATA_URI.findall(page)) == 4
+
+
 def test_report_says_why_test_images_are_missing(run_folder, tmp_path, monkeypatch):
     import cnnkit.viz.html_report as hr
 
