@@ -6,6 +6,8 @@
     cnnkit predict CHECKPOINT IMAGE... [--top-k K]
     cnnkit summary MODEL [--input C,H,W] [--format table|markdown|json|csv] [--depth N]
     cnnkit explain conv|separable|pool|fc|model|same|window ...
+    cnnkit import MODEL.onnx --out CHECKPOINT
+    cnnkit export CHECKPOINT MODEL.onnx [--opset 17]
     cnnkit data fetch NAME [--root DIR]
 
 ``cnnkit train`` with no options trains the default recipe on Fashion-MNIST and
@@ -104,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .analysis.command import add_summary_parser
     from .analysis.explain_cli import add_explain_parser
+    from .io.onnx.command import add_export_parser, add_import_parser
     add_summary_parser(sub)
     add_explain_parser(sub)
+    add_import_parser(sub)
+    add_export_parser(sub)
 
     d = sub.add_parser("data", help="data set utilities", description="Download data sets.")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -155,6 +160,12 @@ def main(argv=None) -> int:
         if args.command == "explain":
             from .analysis.explain_cli import run_explain
             return run_explain(args)
+        if args.command == "import":
+            from .io.onnx.command import run_import
+            return run_import(args)
+        if args.command == "export":
+            from .io.onnx.command import run_export
+            return run_export(args)
         if args.command == "data":
             from .data.fetch import fetch
             print(fetch(args.name, root=args.root))
@@ -312,6 +323,11 @@ def _load_source(args, rng):
     from .io import read_state_dict
     from .nn.transfer import classifier_names
 
+    if args.source.lower().endswith(".onnx"):
+        from .io.onnx.command import load_any
+        model, meta = load_any(args.source)
+        data = meta.get("data")
+        return model, (data if data and "mean" in data else None), "onnx"
     if os.path.isdir(args.source) or args.source.endswith(".json"):
         model, meta = load_model(args.source)
         return model, meta.get("data"), meta.get("model_config", {}).get("name")
@@ -331,12 +347,31 @@ def _load_source(args, rng):
     return model, None, args.model
 
 
+def _rebase_onnx(model, out: str, input_shape, num_classes: int):
+    """Export the re-headed ONNX-imported ``model`` to ``OUT/model.onnx`` and continue with
+    that file's import (same weights), so that every checkpoint of the run rebuilds from it."""
+    import os
+    from .io.onnx import export, load
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "model.onnx")
+    export(model.eval(), path, input_shape)
+    fresh = load(path)
+    old, new = list(model.state_dict().items()), list(fresh.state_dict())
+    if len(old) != len(new) or any(np.shape(v) != np.shape(fresh.state_dict()[k]) for (_, v), k in zip(old, new)):
+        raise ValueError(f"{path}: the exported model does not match the fine-tuned one")
+    fresh.load_state_dict({k: v for (_, v), k in zip(old, new)})
+    fresh.config = {"name": "onnx", "file": "model.onnx", "num_classes": int(num_classes)}
+    return fresh
+
+
 def cmd_finetune(args) -> int:
     from .nn.transfer import classifier_names
 
     rng = np.random.default_rng(args.seed)
     model, source_data, name = _load_source(args, rng)
-    c_model = int(model.config["in_channels"])
+    config = getattr(model, "config", None) or {}
+    first = next((p.data for p in model.parameters() if p.data.ndim == 4), None)  # the first conv's weight
+    c_model = int(config.get("in_channels") or (first.shape[1] if first is not None else 1))
     size = tuple(source_data["input_shape"][1:]) if source_data else None
     train, val, test = _load_data(args, size=size, grayscale=c_model == 1)
     c_data = train.images.shape[1]
@@ -351,6 +386,8 @@ def cmd_finetune(args) -> int:
     else:
         mean, std = train.mean_std()
     model.replace_classifier(len(train.classes), rng=rng)
+    if name == "onnx":  # checkpoints of an ONNX model need the new structure as a file
+        model = _rebase_onnx(model, args.out, (1, c_model) + tuple(train.images.shape[2:]), len(train.classes))
     model.freeze()
     modules = dict(model.named_modules())
     for head in classifier_names(model):
@@ -390,6 +427,9 @@ def load_model(checkpoint: str):
     from .train.checkpoint import load_checkpoint
     meta, state, _ = load_checkpoint(checkpoint)
     config = meta.get("model_config")
+    if isinstance(config, dict) and config.get("name") == "onnx":  # made by `cnnkit import`
+        from .io.onnx.command import load_model as load_imported
+        return load_imported(checkpoint)
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"{checkpoint}: the checkpoint does not record its model config")
     model = models.from_config(config)

@@ -14,7 +14,7 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist not installed")
 
 
-@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["summary"], ["explain"], ["explain", "conv"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
+@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["summary"], ["explain"], ["explain", "conv"], ["import"], ["export"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv + ["--help"])
@@ -137,3 +137,29 @@ def test_flip_alone_augments_training_only():
     assert RandomHorizontalFlip not in [type(t) for t in eval_tf.transforms]
     train_tf, _ = _transforms([0.5], [0.5], True, (28, 28), False)
     assert [type(t) for t in train_tf.transforms][0] is RandomCrop
+
+
+@needs_data
+def test_onnx_files_work_wherever_a_model_does(tmp_path, capsys):
+    """import, export, summary, explain model, finetune and evaluate with ONNX models."""
+    pytest.importorskip("onnx")
+    from cnnkit import models
+    from cnnkit import onnx as cnnkit_onnx
+    src = tmp_path / "cnn.onnx"
+    cnnkit_onnx.export(models.get("cnn", rng=np.random.default_rng(0)).eval(), str(src), (1, 1, 28, 28))
+    assert main(["summary", str(src)]) == 0
+    assert "Trainable parameters:     421,642" in capsys.readouterr().out
+    assert main(["explain", "model", str(src)]) == 0
+    assert "4,241,152" in capsys.readouterr().out
+    assert main(["import", str(src), "--out", str(tmp_path / "imported")]) == 0
+    assert main(["summary", str(tmp_path / "imported"), "--input", "1,28,28"]) == 0
+    assert main(["export", str(tmp_path / "imported"), str(tmp_path / "again.onnx"), "--input", "1,28,28"]) == 0
+    assert (tmp_path / "again.onnx").stat().st_size > 1_000_000  # the 421,642 weights
+    capsys.readouterr()
+    run = tmp_path / "ft"
+    assert main(["finetune", str(src), "--classes", "5-9", "--limit", "300", "--val", "60", "--epochs", "1",
+                 "--batch-size", "60", "--out", str(run), "--no-progress"]) == 0
+    assert (run / "model.onnx").exists()
+    acc = float(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
+    assert main(["evaluate", str(run), "--json"]) == 0  # rebuilt from run/model.onnx + the weights
+    assert abs(json.loads(capsys.readouterr().out)["accuracy"] - acc) < 1e-9

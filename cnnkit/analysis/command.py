@@ -48,7 +48,8 @@ def add_summary_parser(subparsers) -> argparse.ArgumentParser:
                     "layer's output; then the totals. Multiply-adds: conv H_out*W_out*C_out*K*K*C_in/groups, "
                     "FC in*out; FLOPs = 2 x MACs; bias adds, BN, activations, pooling and LRN excluded. "
                     "Nothing is computed: shapes are inferred from the layers.")
-    p.add_argument("model", help="zoo model name (see cnnkit.models.names())")
+    p.add_argument("model", help="zoo model name (see cnnkit.models.names()), an .onnx file, or a "
+                                 "checkpoint (.json or run folder)")
     p.add_argument("--input", metavar="C,H,W", help="input shape without the batch axis "
                                                      "(default: the model's native input)")
     p.add_argument("--format", choices=["table", "markdown", "json", "csv"], default="table")
@@ -86,11 +87,29 @@ def run_summary(args, out=None) -> int:
     return 0
 
 
+def _is_file_model(model: str) -> bool:
+    import os
+    return model.lower().endswith((".onnx", ".json")) or os.path.isdir(model)
+
+
 def summary_text(args) -> str:
     from .. import models
     from .reconcile import explain_counts
     from .summary import summary
 
+    if args.batch < 1:
+        raise value_error("cnnkit summary", "--batch must be at least 1", batch=args.batch)
+    if _is_file_model(args.model):  # an .onnx file, a checkpoint .json or a run folder
+        from ..io.onnx.command import load_any
+        if args.explain_counts:
+            raise value_error("cnnkit summary", "--explain-counts compares zoo models with published "
+                                                "figures; give a zoo model name", model=args.model)
+        model, meta = load_any(args.model)
+        shape = parse_input(args.input) if args.input else tuple((meta.get("data") or {}).get("input_shape") or ())
+        if len(shape) != 3:
+            raise value_error("cnnkit summary", "the model file does not record its input shape: add "
+                                                "--input C,H,W", model=args.model)
+        return summary(model, shape, batch=args.batch, depth=args.depth).format(args.format)
     name = {"vgg11": "vgg_a", "vgg13": "vgg_b", "vgg16": "vgg_d", "vgg19": "vgg_e"}.get(args.model, args.model)
     c, h, w, classes = native_spec(name)
     if args.input:

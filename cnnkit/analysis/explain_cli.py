@@ -9,6 +9,7 @@ the options and prints the explanations.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .._errors import value_error
@@ -118,7 +119,7 @@ def add_explain_parser(subparsers) -> argparse.ArgumentParser:
 
     m = topics.add_parser("model", help="a zoo model: per-layer params and multiply-adds, FC/conv fractions",
                           description="e.g. cnnkit explain model alexnet")
-    m.add_argument("name", help="a model from cnnkit.models.names()")
+    m.add_argument("name", help="a model from cnnkit.models.names(), an .onnx file or a checkpoint")
     m.add_argument("--input", type=_chw, metavar="C,H,W", help="input shape (default: the model's native one)")
     m.add_argument("--classes", type=int, metavar="N", help="number of classes (default: the model's usual)")
 
@@ -161,7 +162,12 @@ def run_explain(args) -> int:
         elif topic == "fc":
             e = explain_fc(args.input, args.in_channels, args.units, bias=not args.no_bias)
         elif topic == "model":
-            e = explain_model(args.name, args.input, num_classes=args.classes)
+            source, shape = args.name, args.input
+            if args.name.lower().endswith((".onnx", ".json")) or os.path.isdir(args.name):
+                from ..io.onnx.command import load_any  # an .onnx file or a checkpoint
+                source, meta = load_any(args.name)
+                shape = shape or tuple((meta.get("data") or {}).get("input_shape") or ()) or None
+            e = explain_model(source, shape, num_classes=args.classes)
         elif topic == "same":
             e = explain_same(args.input, args.kernel, args.stride, args.dilation)
         elif topic == "window":
