@@ -8,8 +8,9 @@ fields, training curves, confusion matrices, and a self-contained HTML report of
     write_html_report("runs/train", model)      # runs/train/report.html
 
 Every plot uses matplotlib's Agg backend and writes PNG or SVG (by the file's suffix)
-atomically. The command line: ``cnnkit viz filters|features|saliency|receptive|curves|confusion``
-(:mod:`cnnkit.viz.command`).
+atomically. The command line: ``cnnkit viz filters|features|saliency|receptive|curves|confusion|report``
+(:mod:`cnnkit.viz.command`). Modules: ``filters`` (filter grids, feature maps), ``saliency``
+(input gradient, Grad-CAM), ``receptive``, ``run_plots`` (curves, confusion), ``html_report``.
 """
 
 from .command import add_viz_parser, run_viz
@@ -19,6 +20,6 @@ from .receptive import plot_receptive_field
 from .run_plots import confusion_figure, curves_figure, plot_confusion, plot_curves
 from .saliency import grad_cam, plot_saliency, saliency
 
-__all__ = ["add_viz_parser", "run_viz", "write_html_report", "plot_filters", "filters_figure", "filter_tiles", "feature_maps", "plot_feature_maps", "saliency", "grad_cam",
-           "plot_saliency", "plot_receptive_field", "plot_curves", "plot_confusion", "curves_figure",
-           "confusion_figure"]
+__all__ = ["add_viz_parser", "run_viz", "write_html_report", "plot_filters", "filters_figure", "filter_tiles",
+           "feature_maps", "plot_feature_maps", "saliency", "grad_cam", "plot_saliency", "plot_receptive_field",
+           "plot_curves", "plot_confusion", "curves_figure", "confusion_figure"]

@@ -52,7 +52,8 @@ def add_viz_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.add_argument("image")
     s.add_argument("--class", dest="target", type=int, help="class index (default: the predicted class)")
-    s.add_argument("--layer", help="layer for Grad-CAM (default: the last conv layer)")
+    s.add_argument("--layer", help="layer for Grad-CAM: any layer or block with a (N, C, h, w) output "
+                                   "(default: the last conv layer)")
 
     r = sub.add_parser("receptive", help="the receptive field of one unit of a layer, drawn on an image")
     r.add_argument("checkpoint")

@@ -64,7 +64,9 @@ def last_conv(model) -> str:
 def grad_cam(model, x: np.ndarray, target: int | None = None, layer: str | None = None
              ) -> tuple[np.ndarray, int, str]:
     """``(cam (H, W) in [0, 1], class, layer)`` for one input ``x`` (1, C, H, W) on ``layer``
-    (default: the last conv layer); an all-zero ReLU map stays zero."""
+    (default: the last conv layer in ``named_modules`` order; any layer or container with a
+    (N, C, h, w) output works, e.g. a ResNet stage or an inception block, whose concatenated
+    output is the better choice for GoogLeNet); an all-zero ReLU map stays zero."""
     if x.ndim != 4 or x.shape[0] != 1:
         raise value_error("cnnkit.viz.grad_cam", "expected one input of shape (1, C, H, W)", shape=tuple(x.shape))
     name = layer or last_conv(model)
