@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("checkpoint")
     r.add_argument("images", nargs="+")
     r.add_argument("--top-k", type=int, default=3)
+    r.add_argument("--mean", type=float, default=0.0, help="for a bare .onnx model: pixel mean to subtract "
+                                                             "(pixels in [0, 1]; default: %(default)s)")
+    r.add_argument("--std", type=float, default=1.0, help="for a bare .onnx model: pixel std to divide by")
     r.add_argument("--invert", action="store_true",
                    help="invert grey levels (Fashion-MNIST is light objects on black)")
 
@@ -472,10 +475,20 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    model, meta = load_model(args.checkpoint)
-    data = meta.get("data") or {}
+    if args.checkpoint.lower().endswith(".onnx"):  # a bare ONNX file: pixels in [0, 1] unless told
+        from .io.onnx.command import load_any
+        model, meta = load_any(args.checkpoint)
+        data = dict(meta.get("data") or {})
+        if len(data.get("input_shape") or ()) != 3:
+            raise ValueError(f"{args.checkpoint}: the model's input has no fixed C,H,W shape")
+        data.setdefault("mean", [args.mean] * data["input_shape"][0])
+        data.setdefault("std", [args.std] * data["input_shape"][0])
+        model.eval()
+    else:
+        model, meta = load_model(args.checkpoint)
+        data = meta.get("data") or {}
     c, h, w = data["input_shape"]
-    classes = data.get("classes") or [str(i) for i in range(model.config["num_classes"])]
+    classes = data.get("classes")
     mean = np.asarray(data["mean"], np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(data["std"], np.float32).reshape(1, -1, 1, 1)
     batch = []
@@ -490,6 +503,7 @@ def cmd_predict(args) -> int:
         batch.append(1.0 - a if args.invert else a)
     x = (np.stack(batch) - mean) / std
     z = model(x.astype(np.float32))
+    classes = classes or [str(i) for i in range(z.shape[1])]
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     k = min(args.top_k, p.shape[1])

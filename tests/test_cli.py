@@ -163,3 +163,11 @@ def test_onnx_files_work_wherever_a_model_does(tmp_path, capsys):
     acc = float(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
     assert main(["evaluate", str(run), "--json"]) == 0  # rebuilt from run/model.onnx + the weights
     assert abs(json.loads(capsys.readouterr().out)["accuracy"] - acc) < 1e-9
+
+    from PIL import Image
+    from cnnkit.data.idx import read_idx
+    Image.fromarray(read_idx(f"{FMNIST}/t10k-images-idx3-ubyte.gz")[0]).save(tmp_path / "boot.png")
+    assert main(["predict", str(src), str(tmp_path / "boot.png"), "--top-k", "3", "--mean", "0.286",
+                 "--std", "0.353"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(tmp_path / "boot.png")) and line.count(",") == 2  # classes named 0..9
