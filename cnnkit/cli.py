@@ -6,6 +6,7 @@
     cnnkit predict CHECKPOINT IMAGE... [--top-k K]
     cnnkit summary MODEL [--input C,H,W] [--format table|markdown|json|csv] [--depth N]
     cnnkit explain conv|separable|pool|fc|model|same|window ...
+    cnnkit viz filters|features|saliency|receptive|curves|confusion|report ...
     cnnkit import MODEL.onnx --out CHECKPOINT
     cnnkit export CHECKPOINT MODEL.onnx [--opset 17]
     cnnkit data fetch NAME [--root DIR]
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_parser(sub)
     add_import_parser(sub)
     add_export_parser(sub)
+    from .viz.command import add_viz_parser
+    add_viz_parser(sub)
 
     d = sub.add_parser("data", help="data set utilities", description="Download data sets.")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -163,6 +166,9 @@ def main(argv=None) -> int:
         if args.command == "explain":
             from .analysis.explain_cli import run_explain
             return run_explain(args)
+        if args.command == "viz":
+            from .viz.command import run_viz
+            return run_viz(args)
         if args.command == "import":
             from .io.onnx.command import run_import
             return run_import(args)
@@ -299,6 +305,11 @@ def _fit(args, model, cfg, train, val, test, mean, std, extra, repeat=1) -> int:
         return 3
     result = trainer.evaluate(test_loader)
     write_report(args.out, cfg, data_meta, trainer.history, result)
+    try:  # the pictures must not cost the run: a failure is reported, the checkpoints stay
+        from .viz import write_html_report
+        write_html_report(args.out, model)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"cnnkit {args.command}: warning: report.html not written: {e}", file=sys.stderr)
     print(f"run folder: {args.out}")
     print(f"test accuracy: {result['accuracy']:.4f}")
     return 0

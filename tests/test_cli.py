@@ -14,7 +14,7 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 needs_data = pytest.mark.skipif(not os.path.exists(FMNIST), reason="dataset-fashion-mnist not installed")
 
 
-@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["summary"], ["explain"], ["explain", "conv"], ["import"], ["export"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
+@pytest.mark.parametrize("argv", [[], ["train"], ["finetune"], ["summary"], ["explain"], ["explain", "conv"], ["import"], ["export"], ["viz"], ["viz", "filters"], ["evaluate"], ["predict"], ["data"], ["data", "fetch"]])
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv + ["--help"])
@@ -39,7 +39,7 @@ def test_train_evaluate_predict_resume(tmp_path, capsys):
     acc = float(last.split()[-1])
     assert 0.4 < acc <= 1.0  # 600 images, three epochs: far above chance (0.1)
     for name in ("last.json", "best.json", "history.csv", "history.json", "curves.png", "report.md",
-                 "confusion.png", "test_metrics.json"):
+                 "confusion.png", "test_metrics.json", "report.html"):
         assert (run / name).exists(), name
     assert "test accuracy" in (run / "report.md").read_text()
 

@@ -27,3 +27,15 @@ def test_results_do_not_depend_on_malloc_tuning():
     y, cache = conv2d_forward(x, w, None, 1, 1)
     assert bytes.fromhex(out) == np.ascontiguousarray(y).tobytes()
     conv2d_backward(np.ones_like(y), cache)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    import os
+    import stat
+    from cnnkit._atomic import atomic_write_bytes
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(str(tmp_path / "f.bin"), b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
