@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=0, help="linear warm-up epochs (default: 0)")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop (padding 2) and, for natural images, horizontal flips")
+    t.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0..1 "
+                                                          "(default: the recipe's, 0)")
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips alone (clothes and shoes stay what they are "
                         "mirrored; default: the recipe's)")
@@ -288,7 +290,8 @@ def _fit(args, model, cfg, train, val, test, mean, std, extra, repeat=1) -> int:
         data_meta["repeat_channels"] = repeat
     extra = {"recipe": cfg, "data": data_meta, "seed": args.seed, **extra}
     callbacks = [Checkpoint(args.out, extra=extra), History(args.out), _PrintEpoch()]
-    trainer = Trainer(model, CrossEntropyLoss(), optimizer, scheduler=scheduler, callbacks=callbacks,
+    loss = CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing") or 0.0))
+    trainer = Trainer(model, loss, optimizer, scheduler=scheduler, callbacks=callbacks,
                       grad_clip=args.grad_clip, progress=not args.no_progress)
     if getattr(args, "resume", False):
         trainer.train_loader = train_loader
@@ -320,7 +323,7 @@ def cmd_train(args) -> int:
 
     cfg = dict(RECIPES[args.recipe])
     for key in ("model", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-                "augment", "flip"):
+                "augment", "flip", "label_smoothing"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     rng = np.random.default_rng(args.seed)
