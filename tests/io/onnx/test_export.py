@@ -115,3 +115,24 @@ def test_zoo_export(name, c, size, tmp_path, rng):
     back = cnnkit_onnx.load(str(tmp_path / "m.onnx"))
     x = rng.standard_normal((1, c, size, size)).astype(np.float32)
     np.testing.assert_allclose(back(x), model(x), rtol=0, atol=1e-5 * max(1.0, float(np.abs(model(x)).max())))
+
+
+# The rest of the zoo: the same check, so that every registered model is exported at least once.
+# Input sizes: 32x32 where the model takes it; the paper AlexNet and GoogLeNet have fixed-size
+# heads (227 and 224). The big VGG/AlexNet classifiers (100M+ weights) make these the slow
+# ones: about 20 s per VGG, 7 s per AlexNet.
+REST = [("alexnet", 3, 227), ("alexnet_torchvision", 3, 64), ("vgg_a", 3, 32), ("vgg_a_lrn", 3, 32),
+        ("vgg_b", 3, 32), ("vgg_c", 3, 32), ("vgg_d", 3, 32), ("vgg_e", 3, 32), ("googlenet", 3, 224),
+        ("resnet32", 3, 32), ("resnet56", 3, 32), ("resnet34", 3, 32), ("resnet101", 3, 32),
+        ("resnet152", 3, 32)]
+
+
+def test_every_zoo_model_is_covered():
+    covered = {z[0] for z in ZOO + REST}
+    assert covered >= set(models.names()) - {"vgg11", "vgg13", "vgg16", "vgg19"}  # aliases of vgg_a/b/d/e
+
+
+@pytest.mark.parametrize("name,c,size", REST, ids=[z[0] for z in REST])
+def test_zoo_export_rest(name, c, size, tmp_path, rng):
+    model = models.get(name, num_classes=10, in_channels=c, rng=np.random.default_rng(0))
+    _check(model, (1, c, size, size), tmp_path, rng)
