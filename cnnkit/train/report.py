@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 
 import numpy as np
 
-from .checkpoint import _atomic_write, atomic_write_text
+from .checkpoint import atomic_write_text
 
 
 def write_report(folder: str, recipe: dict, data: dict, history: list[dict], test: dict) -> str:
@@ -39,24 +38,7 @@ def write_report(folder: str, recipe: dict, data: dict, history: list[dict], tes
 
 
 def plot_confusion(confusion: np.ndarray, classes, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), dpi=100)
-    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), [c[:12] for c in classes], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), [c[:12] for c in classes], fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    """The confusion matrix as a PNG (cnnkit.viz draws it; rows: true class, columns: predicted)."""
+    from ..viz._common import save_figure
+    from ..viz.run_plots import confusion_figure
+    save_figure(confusion_figure(confusion, classes), path)
