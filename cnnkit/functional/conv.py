@@ -159,7 +159,8 @@ class _Geometry:
         hp, wp = self.padded_hw
         if self.mode != "pointwise":
             waste = hp * wp / max(ho * wo, 1)
-            shift = stride == (1, 1) and c > 1 and waste <= self.shift_max_waste
+            depthwise = w_shape[1] == 1 and w_shape[0] == c > 1  # contiguous taps pay off there
+            shift = stride == (1, 1) and c > 1 and (waste <= self.shift_max_waste or depthwise)
             self.mode = "shift" if shift else "strided"
         if self.mode == "shift":
             self.offsets = [i * dilation[0] * wp + j * dilation[1] for i in range(kh) for j in range(kw)]
