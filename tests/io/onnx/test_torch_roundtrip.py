@@ -1,5 +1,6 @@
 """Round trips through PyTorch's exporter: torch.onnx.export of torchvision-layout models
-(a ResNet-18 twin loaded from a cnnkit state_dict, and small CNNs defined here), imported
+(ResNet-18, ResNet-50, MobileNetV2, AlexNet and VGG-11 twins loaded from cnnkit state_dicts, and
+small CNNs defined here), imported
 into cnnkit and compared with PyTorch; then fine-tuning an imported model on Fashion-MNIST.
 torchvision is not needed: the twins are written out below."""
 
@@ -209,3 +210,89 @@ def test_finetune_imported_model_on_fashion_mnist(tmp_path):
         net.backward(loss_fn.backward())
         opt.step()
     assert losses[-1] < 0.8 * losses[0] and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+
+
+# ---- more torchvision layouts: AlexNet, VGG-11 and ResNet-50 (written out; same state_dict keys) --
+# AlexNet and VGG run at 224: PyTorch's exporter refuses adaptive pooling to a size that does not
+# divide the input, and at 224 their AdaptiveAvgPool2d(6)/(7) is the identity.
+def alexnet_twin(num_classes):
+    features = tn.Sequential(
+        tn.Conv2d(3, 64, 11, 4, 2), tn.ReLU(), tn.MaxPool2d(3, 2),
+        tn.Conv2d(64, 192, 5, padding=2), tn.ReLU(), tn.MaxPool2d(3, 2),
+        tn.Conv2d(192, 384, 3, padding=1), tn.ReLU(), tn.Conv2d(384, 256, 3, padding=1), tn.ReLU(),
+        tn.Conv2d(256, 256, 3, padding=1), tn.ReLU(), tn.MaxPool2d(3, 2))
+    classifier = tn.Sequential(tn.Dropout(), tn.Linear(256 * 36, 4096), tn.ReLU(), tn.Dropout(),
+                               tn.Linear(4096, 4096), tn.ReLU(), tn.Linear(4096, num_classes))
+    return _FeaturesPoolClassifier(features, tn.AdaptiveAvgPool2d(6), classifier)
+
+
+def vgg11_twin(num_classes):
+    layers, cin = [], 3
+    for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+        if v == "M":
+            layers.append(tn.MaxPool2d(2, 2))
+        else:
+            layers += [tn.Conv2d(cin, v, 3, padding=1), tn.ReLU()]
+            cin = v
+    classifier = tn.Sequential(tn.Linear(512 * 49, 4096), tn.ReLU(), tn.Dropout(), tn.Linear(4096, 4096),
+                               tn.ReLU(), tn.Dropout(), tn.Linear(4096, num_classes))
+    return _FeaturesPoolClassifier(tn.Sequential(*layers), tn.AdaptiveAvgPool2d(7), classifier)
+
+
+class _FeaturesPoolClassifier(tn.Module):
+    def __init__(self, features, avgpool, classifier):
+        super().__init__()
+        self.features, self.avgpool, self.classifier = features, avgpool, classifier
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class Bottleneck(tn.Module):
+    """torchvision's Bottleneck (stride on the 3x3 conv, as torchvision's v1.5)."""
+
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = width * 4
+        self.conv1, self.bn1 = tn.Conv2d(cin, width, 1, bias=False), tn.BatchNorm2d(width)
+        self.conv2, self.bn2 = tn.Conv2d(width, width, 3, stride, 1, bias=False), tn.BatchNorm2d(width)
+        self.conv3, self.bn3 = tn.Conv2d(width, cout, 1, bias=False), tn.BatchNorm2d(cout)
+        self.relu = tn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = tn.Sequential(tn.Conv2d(cin, cout, 1, stride, bias=False), tn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet50(ResNet18):
+    def __init__(self, num_classes):
+        super().__init__(num_classes)
+        cin = 64
+        for i, (w, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+            blocks = [Bottleneck(cin, w, 1 if i == 1 else 2)] + [Bottleneck(w * 4, w, 1) for _ in range(n - 1)]
+            setattr(self, f"layer{i}", tn.Sequential(*blocks))
+            cin = w * 4
+        self.fc = tn.Linear(2048, num_classes)
+
+
+@pytest.mark.parametrize("name,twin,size", [("alexnet_torchvision", alexnet_twin, 224), ("vgg11", vgg11_twin, 224),
+                                            ("resnet50", ResNet50, 64)])
+def test_more_torchvision_layouts_from_cnnkit_state_dicts(name, twin, size, tmp_path):
+    ours = models.get(name, num_classes=10, in_channels=3, rng=np.random.default_rng(0))
+    module = twin(10)
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    _randomize_bn(module)
+    x = np.random.default_rng(5).standard_normal((2, 3, size, size)).astype(np.float32)
+    _export(module, x, tmp_path / f"{name}.onnx", opset=17)
+    net = cnnkit_onnx.load(str(tmp_path / f"{name}.onnx"))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    ours.eval()  # and cnnkit's own zoo model with the same weights agrees too
+    if name != "resnet50":  # (the BatchNorm statistics were randomized in the twin only)
+        np.testing.assert_allclose(ours(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
