@@ -1,5 +1,5 @@
 """Round trips through PyTorch's exporter: torch.onnx.export of torchvision-layout models
-(ResNet-18, ResNet-50, MobileNetV2, AlexNet and VGG-11 twins loaded from cnnkit state_dicts, and
+(ResNet-18, ResNet-50, MobileNetV2, AlexNet, VGG-11 and GoogLeNet twins loaded from cnnkit state_dicts, and
 small CNNs defined here), imported
 into cnnkit and compared with PyTorch; then fine-tuning an imported model on Fashion-MNIST.
 torchvision is not needed: the twins are written out below."""
@@ -296,3 +296,65 @@ def test_more_torchvision_layouts_from_cnnkit_state_dicts(name, twin, size, tmp_
     ours.eval()  # and cnnkit's own zoo model with the same weights agrees too
     if name != "resnet50":  # (the BatchNorm statistics were randomized in the twin only)
         np.testing.assert_allclose(ours(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+class BasicConv2d(tn.Module):
+    def __init__(self, cin, cout, k, stride=1, padding=0):
+        super().__init__()
+        self.conv = tn.Conv2d(cin, cout, k, stride, padding, bias=False)
+        self.bn = tn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class Inception(tn.Module):
+    """torchvision's inception module: its "5x5" branch is a 3x3 conv."""
+
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, pool):
+        super().__init__()
+        self.branch1 = BasicConv2d(cin, c1, 1)
+        self.branch2 = tn.Sequential(BasicConv2d(cin, c3r, 1), BasicConv2d(c3r, c3, 3, padding=1))
+        self.branch3 = tn.Sequential(BasicConv2d(cin, c5r, 1), BasicConv2d(c5r, c5, 3, padding=1))
+        self.branch4 = tn.Sequential(tn.MaxPool2d(3, 1, 1, ceil_mode=True), BasicConv2d(cin, pool, 1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class GoogLeNetTV(tn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        from cnnkit.models.googlenet import INCEPTION
+        self.conv1 = BasicConv2d(3, 64, 7, 2, 3)
+        self.conv2, self.conv3 = BasicConv2d(64, 64, 1), BasicConv2d(64, 192, 3, padding=1)
+        for name, spec in INCEPTION.items():
+            setattr(self, name, Inception(*spec))
+        self.fc = tn.Linear(1024, num_classes)
+
+    def forward(self, x):
+        pool = lambda k=3: tn.functional.max_pool2d(x, k, 2, ceil_mode=True)  # noqa: E731
+        x = self.conv1(x)
+        x = pool()
+        x = self.conv3(self.conv2(x))
+        x = pool()
+        x = self.inception3b(self.inception3a(x))
+        x = pool()
+        for name in ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"):
+            x = getattr(self, name)(x)
+        x = pool(2)
+        x = self.inception5b(self.inception5a(x))
+        return self.fc(torch.flatten(tn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_googlenet_torchvision_layout_from_cnnkit_state_dict(tmp_path):
+    ours = models.get("googlenet_torchvision", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
+    module = GoogLeNetTV(10)
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    _randomize_bn(module)
+    x = np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    _export(module, x, tmp_path / "g.onnx", opset=17)
+    net = cnnkit_onnx.load(str(tmp_path / "g.onnx"))
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
