@@ -128,8 +128,7 @@ def test_gradients_of_a_partly_frozen_net_match_torch(up_to, torch_frozen):
     out = t(torch.from_numpy(x))
     torch.nn.functional.cross_entropy(out, torch.from_numpy(y)).backward()
     ours = grads(m)
-    tparams = [p for p in t.parameters()]
-    for (name, g), tp in zip(ours.items(), tparams):
+    for (name, g), tp in zip(ours.items(), t.parameters()):
         if tp.requires_grad:
             assert_close(g, tp.grad.numpy(), rtol=1e-10, atol=1e-12, what=name)
         else:
@@ -194,7 +193,8 @@ def test_conv_backward_masks_match_the_full_backward(groups, cin):
     dx, dw, db = conv2d_backward(dy, cache)
     dx2, dw2, db2 = conv2d_backward(dy, cache, need_dx=False)
     assert dx2 is None
-    assert_close(dw2, dw, rtol=0, atol=0), assert_close(db2, db, rtol=0, atol=0)
+    assert_close(dw2, dw, rtol=0, atol=0)
+    assert_close(db2, db, rtol=0, atol=0)
     dx3, dw3, _ = conv2d_backward(dy, cache, need_dw=False)
     assert dw3 is None
     assert_close(dx3, dx, rtol=0, atol=0)
