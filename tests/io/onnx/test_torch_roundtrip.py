@@ -96,17 +96,25 @@ class MobileNetV2(tn.Module):
         return self.classifier(torch.flatten(tn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
 
 
-def test_mobilenet_v2_from_cnnkit_state_dict(tmp_path):
-    ours = models.get("mobilenet_v2", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
-    twin = MobileNetV2(10)
-    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
-    _randomize_bn(twin)
-    x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    _export(twin, x, tmp_path / "mv2.onnx", opset=13)
-    net = cnnkit_onnx.load(str(tmp_path / "mv2.onnx"))
+def _roundtrip(name, module, seed, size, path, opset, scaled_tol=False):
+    """Load cnnkit's ``name`` weights into the torch twin ``module`` (strict), randomize its BatchNorm
+    statistics, export it with PyTorch, import it into cnnkit and compare the two on one batch.
+    Returns ``(ours, twin, net, x, expected)``."""
+    ours = models.get(name, num_classes=10, in_channels=3, rng=np.random.default_rng(0))
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
+    _randomize_bn(module)
+    x = np.random.default_rng(seed).standard_normal((2, 3, size, size)).astype(np.float32)
+    _export(module, x, path, opset=opset)
+    net = cnnkit_onnx.load(str(path))
     with torch.no_grad():
-        expected = twin(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4)
+        expected = module(torch.from_numpy(x)).numpy()
+    atol = 1e-4 * max(1.0, float(np.abs(expected).max())) if scaled_tol else 1e-4
+    np.testing.assert_allclose(net(x), expected, rtol=0, atol=atol)
+    return ours, module, net, x, expected
+
+
+def test_mobilenet_v2_from_cnnkit_state_dict(tmp_path):
+    _roundtrip("mobilenet_v2", MobileNetV2(10), 4, 64, tmp_path / "mv2.onnx", opset=13)
 
 
 class SmallNet(tn.Module):
@@ -149,16 +157,7 @@ def _randomize_bn(module):
 
 
 def test_resnet18_from_cnnkit_state_dict(tmp_path):
-    ours = models.get("resnet18", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
-    twin = ResNet18(10)
-    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
-    _randomize_bn(twin)
-    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    _export(twin, x, tmp_path / "r18.onnx", opset=17)
-    net = cnnkit_onnx.load(str(tmp_path / "r18.onnx"))
-    with torch.no_grad():
-        expected = twin(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4)
+    _, twin, net, _, _ = _roundtrip("resnet18", ResNet18(10), 1, 64, tmp_path / "r18.onnx", opset=17)
     # PyTorch's exporter folds each eval-mode BatchNorm into its conv (a conv bias appears)
     assert all(p.requires_grad for p in net.parameters())
     bn = [m.num_features for m in twin.modules() if isinstance(m, tn.BatchNorm2d)]
@@ -283,16 +282,8 @@ class ResNet50(ResNet18):
 @pytest.mark.parametrize("name,twin,size", [("alexnet_torchvision", alexnet_twin, 224), ("vgg11", vgg11_twin, 224),
                                             ("resnet50", ResNet50, 64)])
 def test_more_torchvision_layouts_from_cnnkit_state_dicts(name, twin, size, tmp_path):
-    ours = models.get(name, num_classes=10, in_channels=3, rng=np.random.default_rng(0))
-    module = twin(10)
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
-    _randomize_bn(module)
-    x = np.random.default_rng(5).standard_normal((2, 3, size, size)).astype(np.float32)
-    _export(module, x, tmp_path / f"{name}.onnx", opset=17)
-    net = cnnkit_onnx.load(str(tmp_path / f"{name}.onnx"))
-    with torch.no_grad():
-        expected = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    ours, _, _, x, expected = _roundtrip(name, twin(10), 5, size, tmp_path / f"{name}.onnx", opset=17,
+                                         scaled_tol=True)
     ours.eval()  # and cnnkit's own zoo model with the same weights agrees too
     if name != "resnet50":  # (the BatchNorm statistics were randomized in the twin only)
         np.testing.assert_allclose(ours(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
@@ -348,13 +339,4 @@ class GoogLeNetTV(tn.Module):
 
 
 def test_googlenet_torchvision_layout_from_cnnkit_state_dict(tmp_path):
-    ours = models.get("googlenet_torchvision", num_classes=10, in_channels=3, rng=np.random.default_rng(0))
-    module = GoogLeNetTV(10)
-    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()}, strict=True)
-    _randomize_bn(module)
-    x = np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    _export(module, x, tmp_path / "g.onnx", opset=17)
-    net = cnnkit_onnx.load(str(tmp_path / "g.onnx"))
-    with torch.no_grad():
-        expected = module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(net(x), expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    _roundtrip("googlenet_torchvision", GoogLeNetTV(10), 6, 64, tmp_path / "g.onnx", opset=17, scaled_tol=True)
