@@ -374,10 +374,10 @@ def _rebase_onnx(model, out: str, input_shape, num_classes: int):
     path = os.path.join(out, "model.onnx")
     export(model.eval(), path, input_shape)
     fresh = load(path)
-    old, new = list(model.state_dict().items()), list(fresh.state_dict())
-    if len(old) != len(new) or any(np.shape(v) != np.shape(fresh.state_dict()[k]) for (_, v), k in zip(old, new)):
+    old, new = list(model.state_dict().values()), fresh.state_dict()
+    if len(old) != len(new) or any(np.shape(v) != np.shape(w) for v, w in zip(old, new.values())):
         raise ValueError(f"{path}: the exported model does not match the fine-tuned one")
-    fresh.load_state_dict({k: v for (_, v), k in zip(old, new)})
+    fresh.load_state_dict(dict(zip(new, old)))  # same structure, so the same order
     fresh.config = {"name": "onnx", "file": "model.onnx", "num_classes": int(num_classes)}
     return fresh
 
