@@ -71,28 +71,11 @@ class History:
 
 
 def plot_curves(history: list[dict], path: str) -> None:
-    """Loss and accuracy per epoch, train vs validation, as a PNG (atomic write)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split, style in (("train_", "-o"), ("val_", "-s")):
-            values = [r.get(split + metric) for r in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, style, label=split.rstrip("_"), markersize=4)
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    from .checkpoint import _atomic_write
-    _atomic_write(path, buf.getvalue())
+    """Loss and accuracy per epoch, train vs validation (and the learning rate), as a PNG
+    (cnnkit.viz draws it; atomic write)."""
+    from ..viz._common import save_figure
+    from ..viz.run_plots import curves_figure
+    save_figure(curves_figure(history), path)
 
 
 class EarlyStopping:
