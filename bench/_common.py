@@ -3,8 +3,10 @@
 ``reexec_without_openblas_overrides()``: this machine may set OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE, which slow NumPy's BLAS; a benchmark re-executes itself once
 without them (its own process only; tests and CI keep them).
-``limit_threads(threads, malloc_tuning)``: the same thread count for PyTorch and
-NumPy's BLAS, and cnnkit's malloc setting; returns whether the latter was applied.
+``limit_threads(threads, malloc_tuning)``: the same thread count for PyTorch and for
+cnnkit's worker threads (``cnnkit.runtime.set_num_threads``, which keeps NumPy's BLAS
+on one thread per worker), and cnnkit's malloc setting; returns whether the latter
+was applied.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ def limit_threads(threads: int, malloc_tuning: bool = True) -> bool:
 
     import torch
     torch.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(threads)
-    except ImportError:
-        pass  # NumPy's OpenBLAS uses all cores by default; this machine has 2
+    from cnnkit.runtime import set_num_threads
+    set_num_threads(threads)  # cnnkit's workers; NumPy's BLAS then runs one thread per worker
     return tuned

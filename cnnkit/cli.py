@@ -152,8 +152,9 @@ def _run_options(p, out: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .runtime import tune_malloc
+    from .runtime import set_num_threads, tune_malloc
     tune_malloc()
+    set_num_threads()  # cnnkit's kernels on every core, BLAS on one thread each
     try:
         if args.command == "train":
             return cmd_train(args)

@@ -39,3 +39,56 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
+
+
+def test_set_num_threads_gives_blas_one_thread_and_back():
+    # In a fresh process: other tests' Trainers have already set this one's threads.
+    code = """
+import numpy as np
+from threadpoolctl import threadpool_info
+from cnnkit import runtime
+blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+before = blas()
+assert runtime.get_num_threads() == 1 and not runtime.configured()
+assert runtime.set_num_threads(2) == 2 and runtime.get_num_threads() == 2
+assert set(blas()) == {1}, blas()
+assert runtime.set_num_threads(1) == 1
+assert blas() == before, (blas(), before)
+try:
+    runtime.set_num_threads(0)
+except ValueError as e:
+    assert "positive int" in str(e)
+else:
+    raise AssertionError("no error")
+print("ok")
+"""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path), "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_parallel_map_runs_parts_on_two_threads_and_nests_serially():
+    import threading
+    from cnnkit import runtime
+    seen = []
+
+    def part(items):
+        inner = runtime.parallel_map(lambda xs: len(xs), range(4))  # inside a worker: serial
+        seen.append((threading.get_ident(), tuple(items), inner))
+        return sum(items)
+
+    runtime.set_num_threads(2)
+    try:
+        results = runtime.parallel_map(part, range(7))
+    finally:
+        runtime.set_num_threads(1)
+    assert results == [0 + 2 + 4 + 6, 1 + 3 + 5]  # round-robin parts, in part order
+    assert len({ident for ident, _, _ in seen}) == 2
+    assert all(inner == [4] for _, _, inner in seen)
+    assert runtime.parallel_map(lambda xs: list(xs), range(3)) == [[0, 1, 2]]  # one thread: serial
+
+
+def test_split_range_covers_everything_once():
+    from cnnkit.runtime import split_range
+    assert split_range(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert split_range(2, 5) == [(0, 1), (1, 2)]

@@ -31,6 +31,7 @@ import numbers
 import numpy as np
 
 from .._errors import type_error, value_error
+from ..runtime import parallel_ranges
 from ._check import check_array
 
 # LeCun et al. 1998, "Efficient BackProp" / LeNet-5 (appendix A): f(x) = A tanh(S x)
@@ -98,7 +99,8 @@ def relu_forward(x: np.ndarray, inplace: bool = False):
     Shape: input ``(*)``, output ``(*)``, same shape.
     """
     _check_float(x, "relu")
-    y = np.maximum(x, 0, out=x if inplace else None)
+    y = x if inplace else np.empty_like(x)  # same memory layout as x
+    _by_channels(lambda s: np.maximum(x[s], 0, out=y[s]), x)
     return y, (y,)
 
 
@@ -106,7 +108,17 @@ def relu_backward(dy: np.ndarray, cache) -> np.ndarray:
     """``dx = dy * (y > 0)``; the gradient at exactly 0 is 0 (as PyTorch)."""
     (y,) = cache
     _check_dy(dy, y.shape, y.dtype, "relu_backward")
-    return dy * (y > 0)
+    dx = np.empty_like(dy)
+    _by_channels(lambda s: np.multiply(dy[s], y[s] > 0, out=dx[s]), dy)
+    return dx
+
+
+def _by_channels(op, a: np.ndarray) -> None:
+    """``op(index)`` over ranges of axis 1 on cnnkit's worker threads (whole array for 0/1-D)."""
+    if a.ndim < 2:
+        op(Ellipsis)
+        return
+    parallel_ranges(lambda c0, c1: op((slice(None), slice(c0, c1))), a.shape[1], 2 * a.size)
 
 
 def relu(x: np.ndarray, inplace: bool = False) -> np.ndarray:

@@ -1,6 +1,10 @@
 """Fully connected (affine) layer and flatten kernels.
 
 # N: batch size, *: any extra leading axes, I: in_features, O: out_features, M: N * prod(*)
+
+Large GEMMs are cut into column ranges of their result (output features forward and
+for dw, input features for dx) that run on cnnkit's worker threads
+(:func:`cnnkit.runtime.parallel_map`); every part writes its own columns.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 import numpy as np
 
 from .._errors import type_error, value_error
+from ..runtime import get_num_threads, parallel_map, split_range
 from ._check import check_array, check_same_dtype
 from .activation import _check_dy, _check_float
 
@@ -37,7 +42,7 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
         x ``(N, *, I)`` (or ``(I,)``), w ``(O, I)``, b ``(O,)`` or None -> y ``(N, *, O)``.
     """
     _check_linear(x, w, b, "linear")
-    y = x @ w.T                                      # (N, *, O)
+    y = _matmul_by_columns(x, w.T)                   # (N, *, O)
     if b is not None:
         y += b
     return y, (x, w, b is not None)
@@ -53,10 +58,28 @@ def linear_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     _check_dy(dy, x.shape[:-1] + (w.shape[0],), x.dtype, "linear_backward")
     dy2 = dy.reshape(-1, w.shape[0])                 # (M, O)
     x2 = x.reshape(-1, w.shape[1])                   # (M, I)
-    dx = dy @ w if need_dx else None                 # (N, *, I)
-    dw = dy2.T @ x2 if need_dw else None             # (O, I)
+    dx = _matmul_by_columns(dy, w) if need_dx else None     # (N, *, I)
+    dw = _matmul_by_columns(dy2.T, x2) if need_dw else None  # (O, I)
     db = dy2.sum(axis=0) if has_bias else None       # (O,)
     return dx, dw, db
+
+
+# Below this many multiply-adds a GEMM is not worth handing to threads (about 0.1 ms).
+_PARALLEL_MACS = 1 << 20
+
+
+def _matmul_by_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (b 2-D), its result's columns split over the worker threads."""
+    cols = b.shape[1]
+    if get_num_threads() < 2 or a.size * cols < _PARALLEL_MACS or cols < 2:
+        return a @ b
+    out = np.empty(a.shape[:-1] + (cols,), dtype=np.result_type(a, b))
+
+    def part(ranges):
+        for j0, j1 in ranges:
+            np.matmul(a, b[:, j0:j1], out=out[..., j0:j1])
+    parallel_map(part, split_range(cols, get_num_threads()))
+    return out
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._errors import type_error, value_error
+from ..runtime import parallel_ranges
 from ._check import check_array, check_same_dtype
 
 __all__ = [
@@ -181,28 +182,38 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
 
     # Every pass runs on X, a (C, M) channel-major view (no copy when x is channel-major,
     # as conv outputs are): contiguous rows make each reduction and update one fast pass.
+    # Channels are independent, so ranges of them run on cnnkit's worker threads.
     X = _channel_rows(x)                                                       # (C, M)
-    if batch_stats:
-        # An empty batch (n = 0) has no statistics: mean 0 and variance 1 keep the
-        # arithmetic finite; the output is empty and the running stats stay (PyTorch).
-        mean64 = _row_sums(X) / n if n > 0 else np.zeros(channels)            # (C,)
-        xc = X - mean64.astype(x.dtype)[:, None]                              # (C, M)
-        var64 = (_row_dots(xc, xc) / n if n > 0 else np.ones(channels))        # (C,) biased
-        inv_std = (1.0 / np.sqrt(var64 + eps)).astype(x.dtype)                 # (C,)
-        xhat = np.multiply(xc, inv_std[:, None], out=xc)                       # (C, M), in place
-        if update and n > 0:
-            unbiased = var64 * (n / (n - 1))
-            running_mean[...] = ((1.0 - momentum) * running_mean.astype(np.float64)
-                                 + momentum * mean64)
-            running_var[...] = ((1.0 - momentum) * running_var.astype(np.float64)
-                                + momentum * unbiased)
-    else:
-        inv_std = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(x.dtype)
-        xhat = (X - running_mean[:, None]) * inv_std[:, None]                  # (C, M)
+    xhat = np.empty(X.shape, dtype=x.dtype)                                    # (C, M)
+    y = xhat if weight is None and bias is None else np.empty_like(xhat)       # (C, M)
+    # An empty batch (n = 0) has no statistics: mean 0 and variance 1 keep the
+    # arithmetic finite; the output is empty and the running stats stay (PyTorch).
+    mean64, var64 = np.zeros(channels), np.ones(channels)                      # (C,) biased var
+    inv_std = np.empty(channels, dtype=x.dtype)                                # (C,)
 
-    y = xhat if weight is None else xhat * weight[:, None]
-    if bias is not None:
-        y = np.add(y, bias[:, None], out=None if weight is None else y)
+    def normalize(c0, c1):  # channels c0..c1-1
+        Xr, xh = X[c0:c1], xhat[c0:c1]
+        if not batch_stats:
+            inv_std[c0:c1] = 1.0 / np.sqrt(running_var[c0:c1].astype(np.float64) + eps)
+            np.subtract(Xr, running_mean[c0:c1, None], out=xh)
+        else:
+            if n > 0:
+                mean64[c0:c1] = _row_sums(Xr) / n
+            np.subtract(Xr, mean64[c0:c1].astype(x.dtype)[:, None], out=xh)   # centred
+            if n > 0:
+                var64[c0:c1] = _row_dots(xh, xh) / n
+            inv_std[c0:c1] = 1.0 / np.sqrt(var64[c0:c1] + eps)
+        np.multiply(xh, inv_std[c0:c1, None], out=xh)                          # xhat
+        if weight is not None:
+            np.multiply(xh, weight[c0:c1, None], out=y[c0:c1])
+        if bias is not None:
+            np.add(y[c0:c1] if weight is not None else xh, bias[c0:c1, None], out=y[c0:c1])
+    parallel_ranges(normalize, channels, 3 * X.size)
+
+    if update and n > 0:
+        unbiased = var64 * (n / (n - 1))
+        running_mean[...] = (1.0 - momentum) * running_mean.astype(np.float64) + momentum * mean64
+        running_var[...] = (1.0 - momentum) * running_var.astype(np.float64) + momentum * unbiased
     xhat, y = _from_channel_rows(xhat, x.shape), _from_channel_rows(y, x.shape)  # (N, C, ...) views
     weight = None if weight is None else weight.copy()  # (C,) immune to in-place updates
     return y, BatchNormCache(batch_stats, xhat, inv_std, weight, bias is not None)
@@ -231,20 +242,25 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
     _check_dy(dy, xhat.shape, where)
     n = math.prod(xhat.shape[i] for i in _channel_axes(xhat.ndim))
     D, XH = _channel_rows(dy), _channel_rows(xhat)                             # (C, M) each
-    dbeta64 = _row_sums(D)                                                     # (C,)
-    dgamma64 = _row_dots(D, XH)                                                # (C,)
+    channels = D.shape[0]
+    dbeta64, dgamma64 = np.empty(channels), np.empty(channels)                 # (C,)
     scale = inv_std if weight is None else weight * inv_std                    # (C,) gamma / sigma
-    if batch_stats and n > 0:
-        # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), as two per-channel affine terms
-        a = (scale * (dgamma64 / n)).astype(xhat.dtype)                       # (C,)
-        b = (scale * (dbeta64 / n)).astype(xhat.dtype)                        # (C,)
-        t = np.multiply(XH, a[:, None])
-        t += b[:, None]
-        dx = np.multiply(D, scale[:, None])
-        dx -= t
-    else:
-        dx = D * scale[:, None]
-    dx = _from_channel_rows(dx.astype(xhat.dtype, copy=False), xhat.shape)
+    dx = np.empty(D.shape, dtype=xhat.dtype)                                   # (C, M)
+
+    def channel_grads(c0, c1):  # channels c0..c1-1 (run on worker threads)
+        Dr, XHr, dxr, sc = D[c0:c1], XH[c0:c1], dx[c0:c1], scale[c0:c1, None]
+        dbeta64[c0:c1] = _row_sums(Dr)
+        dgamma64[c0:c1] = _row_dots(Dr, XHr)
+        np.multiply(Dr, sc, out=dxr)
+        if batch_stats and n > 0:
+            # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), as two per-channel affine terms
+            a = (sc[:, 0] * (dgamma64[c0:c1] / n)).astype(xhat.dtype)       # (c,)
+            b = (sc[:, 0] * (dbeta64[c0:c1] / n)).astype(xhat.dtype)        # (c,)
+            t = np.multiply(XHr, a[:, None])
+            t += b[:, None]
+            dxr -= t
+    parallel_ranges(channel_grads, channels, 4 * D.size)
+    dx = _from_channel_rows(dx, xhat.shape)
     dweight = None if weight is None else dgamma64.astype(xhat.dtype)
     dbias = dbeta64.astype(xhat.dtype) if has_bias else None
     return dx, dweight, dbias

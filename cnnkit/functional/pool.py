@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import value_error
+from ..runtime import parallel_ranges
 from ._check import check_array, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -74,8 +75,14 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     geo = (x.shape, pads, size_hw, kernel, stride, dilation, out_hw)
     finite = bool(np.isfinite(np.sum(x))) if x.size else True  # False on NaN, inf or overflow
     if finite:
-        m = _max_along(xp, 3, kernel[1], stride[1], dilation[1], out_hw[1])  # (C, N, Hp, Wo)
-        y = _max_along(m, 2, kernel[0], stride[0], dilation[0], out_hw[0])  # (C, N, Ho, Wo)
+        c, n = xp.shape[:2]
+        m = np.empty((c, n, size_hw[0], out_hw[1]), dtype=x.dtype)  # (C, N, Hp, Wo)
+        y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
+
+        def pool(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+            _max_along(xp[c0:c1], 3, kernel[1], stride[1], dilation[1], out_hw[1], m[c0:c1])
+            _max_along(m[c0:c1], 2, kernel[0], stride[0], dilation[0], out_hw[0], y[c0:c1])
+        parallel_ranges(pool, c, xp.size + m.size)
         return as_nchw(y.copy()), ("separable", geo, xp, m, y)  # the caller may change its y in place
     y, arg = _max_argmax(xp, pads, kernel, stride, dilation, out_hw)
     return as_nchw(y), ("argmax", geo, arg)
@@ -87,7 +94,9 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
     if path == "separable" and tuple(kernel) == tuple(stride) and tuple(dilation) == (1, 1):
         xp, _, y = cache[2:]
-        dxp = _route_tiles(dy_cn, xp, y, kernel)  # non-overlapping windows: one pass per offset
+        dxp = np.empty(xp.shape, dtype=dy.dtype)  # (C, N, Hp, Wp)
+        parallel_ranges(lambda c0, c1: _route_tiles(dy_cn[c0:c1], xp[c0:c1], y[c0:c1], kernel, dxp[c0:c1]),
+                        xp.shape[0], 2 * xp.size)  # non-overlapping windows: one pass per offset
     elif path == "separable":
         xp, m, y = cache[2:]
         dm = _route_along(dy_cn, m, y, 2, kernel[0], stride[0], dilation[0])  # (C, N, Hp, Wo)
@@ -107,23 +116,22 @@ def _along(axis: int, t: int, s: int, d: int, n_out: int) -> tuple:
     return tuple(idx)
 
 
-def _max_along(xp, axis, k, s, d, n_out):
-    """Running maximum over the k window offsets along one axis."""
-    y = xp[_along(axis, 0, s, d, n_out)].copy()
+def _max_along(xp, axis, k, s, d, n_out, y):
+    """Running maximum over the k window offsets along one axis, into ``y``."""
+    y[...] = xp[_along(axis, 0, s, d, n_out)]
     for t in range(1, k):
         np.maximum(y, xp[_along(axis, t, s, d, n_out)], out=y)
     return y
 
 
-def _route_tiles(dy, xp, y, kernel):
+def _route_tiles(dy, xp, y, kernel, dxp):
     """Backward of a max pool whose windows tile the input (kernel == stride, no dilation):
     each window offset, in row-major order, takes the gradient of the outputs whose maximum
     it holds and that no earlier offset claimed (PyTorch's first-maximum rule); the last
     offset takes what is left. Every input position lies in at most one window, so the
-    offsets' slices of dx are disjoint and are written, not accumulated."""
+    offsets' slices of dx are disjoint and are written, not accumulated (into ``dxp``)."""
     kh, kw = kernel
     ho, wo = y.shape[2:]
-    dxp = np.empty(xp.shape, dtype=dy.dtype)
     if xp.shape[2] != ho * kh or xp.shape[3] != wo * kw:
         dxp[...] = 0  # rows or columns that no window reads (floor mode) get no gradient
     rest = dy.copy()  # gradient not yet routed
@@ -142,7 +150,6 @@ def _route_tiles(dy, xp, y, kernel):
         else:
             out[...] = np.where(hit, rest, 0)  # inf * 0 would give NaN
         rest -= out
-    return dxp
 
 
 def _route_along(dy, xp, y, axis, k, s, d):

@@ -49,6 +49,9 @@ class Trainer:
         self.history: list[dict] = []
         self.stop = False
         self.train_loader = None
+        from ..runtime import set_num_threads, configured
+        if not configured():  # kernels on every core, unless the user chose a count
+            set_num_threads()
 
     # ---- training ---------------------------------------------------------------
     def fit(self, train_loader, val_loader=None, epochs: int = 1) -> list[dict]:

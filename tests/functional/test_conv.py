@@ -320,6 +320,62 @@ def test_conv2d_matches_naive_oracle(chunk):
                 f"{name}: max error {err.max() if err.size else 0:.3g} for config {cfg}"
 
 
+@pytest.fixture
+def chunked_parallel(monkeypatch):
+    """One image per column chunk (or one column range per thread for 1x1 convs), the
+    chunks on two worker threads: the paths that large batches take."""
+    from cnnkit import runtime
+    from cnnkit.functional import conv
+    monkeypatch.setattr(conv._Geometry, "chunk_bytes", 1)
+    assert runtime.set_num_threads(2) == 2
+    yield
+    runtime.set_num_threads(1)
+
+
+@pytest.mark.parametrize("chunk", range(N_NAIVE_CHUNKS))
+def test_conv2d_chunked_on_two_threads_matches_naive_oracle(chunk, chunked_parallel):
+    """The same 300 configurations and tolerance, with every chunk boundary and worker
+    split in play (dw summed over chunks and threads, dx added image by image)."""
+    test_conv2d_matches_naive_oracle(chunk)
+
+
+def test_chunked_parallel_equals_one_chunk_float32(monkeypatch):
+    """cnn_bn's second conv at batch 16 (shift mode), a strided conv and a grouped 1x1:
+    chunked on two threads vs one whole-batch chunk in float32, and vs PyTorch."""
+    from cnnkit import runtime
+    from cnnkit.functional import conv
+    rng = np.random.default_rng(3)
+    cases = [((16, 32, 28, 28), (32, 32, 3, 3), dict(padding=1)),
+             ((16, 8, 15, 15), (12, 8, 3, 3), dict(stride=2, padding=1)),
+             ((16, 8, 9, 9), (6, 4, 1, 1), dict(groups=2))]
+    for xs, ws, kw in cases:
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        y0, cache = conv2d_forward(x, w, None, **kw)
+        dy = rng.standard_normal(y0.shape).astype(np.float32)
+        one = (y0, *conv2d_backward(dy, cache)[:2])
+        monkeypatch.setattr(conv._Geometry, "chunk_bytes", 1)
+        runtime.set_num_threads(2)
+        try:
+            y1, cache = conv2d_forward(x, w, None, **kw)
+            many = (y1, *conv2d_backward(dy, cache)[:2])
+        finally:
+            runtime.set_num_threads(1)
+            monkeypatch.undo()
+        def torch_grads(x, w, dy):  # float64: the reference, and with |values| the size of each sum
+            xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+            wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
+            yt = TF.conv2d(xt, wt, None, kw.get("stride", 1), kw.get("padding", 0), 1, kw.get("groups", 1))
+            yt.backward(torch.from_numpy(dy.astype(np.float64)))
+            return yt.detach().numpy(), xt.grad.numpy(), wt.grad.numpy()
+        ref, sums = torch_grads(x, w, dy), torch_grads(np.abs(x), np.abs(w), np.abs(dy))
+        for name, a, b, r, s in zip(("y", "dx", "dw"), one, many, ref, sums):
+            tol = 1e-6 * s  # about 8 float32 epsilons of the sum of |terms|
+            assert (np.abs(b - a) <= tol).all(), f"{name} {xs}: chunked vs one chunk"
+            assert (np.abs(b - r) <= tol).all(), f"{name} {xs}: chunked vs PyTorch float64"
+            assert (np.abs(a - r) <= tol).all(), f"{name} {xs}: one chunk vs PyTorch float64"
+
+
 # ---------------------------------------------------------------------------------
 # 3. Central differences (float64)
 # ---------------------------------------------------------------------------------

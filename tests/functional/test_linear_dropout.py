@@ -55,6 +55,30 @@ def test_linear_matches_torch(x_shape, out, dtype, bias):
         assert_close(ours, to_numpy(ref), **tol, what=what)
 
 
+@pytest.mark.parametrize("x_shape, out", [((64, 3136), 256), ((4, 8, 300), 501), ((2, 700), 1500)])
+def test_linear_split_over_two_threads_matches_torch_float64(x_shape, out, monkeypatch):
+    """Shapes large enough to be cut into column ranges on two worker threads (odd
+    widths: unequal ranges); float64 so any misplaced column shows."""
+    from cnnkit import runtime
+    rng = np.random.default_rng(2)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal((out, x_shape[-1])), rng.standard_normal(out)
+    calls = []
+    monkeypatch.setattr(L, "parallel_map", lambda fn, items: calls.append(len(items)) or runtime.parallel_map(fn, items))
+    runtime.set_num_threads(2)
+    try:
+        y, cache = L.linear_forward(x, w, b)
+        dy = rng.standard_normal(y.shape)
+        dx, dw, db = L.linear_backward(dy, cache)
+    finally:
+        runtime.set_num_threads(1)
+    assert calls == [2, 2, 2]  # forward, dx, dw each in two parts
+    xt, wt, bt = to_torch(x, True), to_torch(w, True), to_torch(b, True)
+    yt = TF.linear(xt, wt, bt)
+    yt.backward(to_torch(dy))
+    for ours, ref, what in [(y, yt, "y"), (dx, xt.grad, "dx"), (dw, wt.grad, "dw"), (db, bt.grad, "db")]:
+        assert_close(ours, to_numpy(ref), rtol=1e-10, atol=1e-10, what=what)
+
+
 def test_linear_known_answer_and_empty_batch():
     x = np.array([[1.0, 2.0]])
     w = np.array([[1.0, 0.0], [1.0, 1.0], [0.5, -1.0]])
