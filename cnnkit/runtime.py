@@ -9,8 +9,14 @@ reused instead. The cost: up to ``trim_threshold`` bytes of freed memory stay
 with the process instead of going back to the OS.
 
 This changes a process-wide setting, so cnnkit never does it on import; the
-``cnnkit`` command, the demo, the trainer and the benchmarks call it. Set
+``cnnkit`` command, the demo and the benchmarks call it. Set
 ``CNNKIT_NO_MALLOC_TUNING=1`` to turn it off there.
+
+``set_num_threads(n)``: cnnkit's kernels cut their work into parts (a few images'
+conv columns, ranges of channels or of output features) and run them on ``n`` worker
+threads of their own, with NumPy's BLAS on one thread each (see the threads section
+below). ``Trainer()`` and the ``cnnkit`` command turn this on for every core; without
+it, kernels run serially and BLAS keeps its own threads.
 """
 
 from __future__ import annotations

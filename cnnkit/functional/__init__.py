@@ -1,7 +1,10 @@
 """Pure array kernels: forward/backward pairs with an explicit cache.
 
 ``y, cache = <op>_forward(x, ...)`` and ``<op>_backward(dy, cache)``; the plain
-``<op>(x, ...)`` returns the output alone. No state, no globals.
+``<op>(x, ...)`` returns the output alone. No state, no globals; the heavy kernels
+split their work over the worker threads that ``cnnkit.runtime.set_num_threads``
+configures (each part writes memory no other part touches, so results do not depend
+on timing).
 """
 
 from .activation import (elu, elu_backward, elu_forward, leaky_relu, leaky_relu_backward,

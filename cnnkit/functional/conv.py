@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import value_error
-from ..runtime import get_num_threads, parallel_map, split_range
+from ..runtime import get_num_threads, parallel_map, parallel_ranges, split_range
 from ._check import check_array, check_same_dtype, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -67,11 +67,16 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
 
     depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
     if depthwise:  # K*K shifted multiply-adds instead of a column matrix and tiny GEMMs
-        xp = geo.pad(x)  # (C, N, Hp, Wp)
-        y = np.zeros((c,) + geo.tap_shape, dtype=x.dtype)  # (C, L) or (C, N, Ho, Wo)
-        tmp = np.empty_like(y)
-        for k, tap in geo.taps(xp):
-            y += np.multiply(tap, w_mat[:, 0, k].reshape((c,) + (1,) * (y.ndim - 1)), out=tmp)
+        xp = np.ascontiguousarray(geo.pad(x))  # (C, N, Hp, Wp)
+        y = np.empty((c,) + geo.tap_shape, dtype=x.dtype)  # (C, L) or (C, N, Ho, Wo)
+
+        def depthwise_forward(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+            yc = y[c0:c1]
+            yc[...] = 0
+            tmp = np.empty_like(yc)
+            for k, tap in geo.taps(xp[c0:c1]):
+                yc += np.multiply(tap, w_mat[c0:c1, 0, k].reshape((c1 - c0,) + (1,) * (y.ndim - 1)), out=tmp)
+        parallel_ranges(depthwise_forward, c, 2 * kh * kw * y.size)
         cache_x = xp
         y = geo.col_to_output(y.reshape(f, -1))  # (F, N, Ho, Wo), compact
     else:
@@ -111,14 +116,19 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         xp = cache_x
         dw = np.empty((c, kh * kw), dtype=dy.dtype)
         dot = "cl,cl->c" if dy_col.ndim == 2 else "cnhw,cnhw->c"
-        if need_dw:
-            for k, tap in geo.taps(xp):
-                dw[:, k] = np.einsum(dot, dy_col, tap)  # sum of dy * x over every position
+        dxp = geo.zeros_padded(dy.dtype) if need_dx else None
+
+        def depthwise_backward(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+            dyc = dy_col[c0:c1]
+            if need_dw:
+                for k, tap in geo.taps(xp[c0:c1]):
+                    dw[c0:c1, k] = np.einsum(dot, dyc, tap)  # sum of dy * x over every position
+            if need_dx:
+                tmp, scale = np.empty_like(dyc), (c1 - c0,) + (1,) * (dy_col.ndim - 1)
+                for k, dtap in geo.taps(dxp[c0:c1]):
+                    dtap += np.multiply(dyc, w_mat[c0:c1, 0, k].reshape(scale), out=tmp)
+        parallel_ranges(depthwise_backward, c, 3 * kh * kw * dy_col.size)
         if need_dx:
-            dxp, tmp = geo.zeros_padded(dy.dtype), np.empty_like(dy_col)
-            scale = (c,) + (1,) * (dy_col.ndim - 1)
-            for k, dtap in geo.taps(dxp):
-                dtap += np.multiply(dy_col, w_mat[:, 0, k].reshape(scale), out=tmp)
             dx = crop_channel_major(dxp, geo.pads, (h, wd))
         dw = dw.reshape(geo.w_shape)
     else:  # cache_x is the padded input; its columns are rebuilt chunk by chunk

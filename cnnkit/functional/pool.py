@@ -99,8 +99,13 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
                         xp.shape[0], 2 * xp.size)  # non-overlapping windows: one pass per offset
     elif path == "separable":
         xp, m, y = cache[2:]
-        dm = _route_along(dy_cn, m, y, 2, kernel[0], stride[0], dilation[0])  # (C, N, Hp, Wo)
-        dxp = _route_along(dm, xp, m, 3, kernel[1], stride[1], dilation[1])  # (C, N, Hp, Wp)
+        dxp = np.empty(xp.shape, dtype=dy.dtype)  # (C, N, Hp, Wp)
+
+        def route(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+            dm = _route_along(dy_cn[c0:c1], m[c0:c1], y[c0:c1], 2, kernel[0], stride[0], dilation[0],
+                              np.empty(m[c0:c1].shape, dtype=dy.dtype))  # (c, N, Hp, Wo)
+            _route_along(dm, xp[c0:c1], m[c0:c1], 3, kernel[1], stride[1], dilation[1], dxp[c0:c1])
+        parallel_ranges(route, xp.shape[0], 2 * xp.size)
     else:
         arg = cache[2]
         dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
@@ -152,10 +157,11 @@ def _route_tiles(dy, xp, y, kernel, dxp):
         rest -= out
 
 
-def _route_along(dy, xp, y, axis, k, s, d):
-    """Backward of ``_max_along``: each dy goes to the first offset equal to its max."""
+def _route_along(dy, xp, y, axis, k, s, d, dxp):
+    """Backward of ``_max_along``: each dy goes to the first offset equal to its max
+    (accumulated into ``dxp``, which is zeroed first; returned)."""
     n_out = y.shape[axis]
-    dxp = np.zeros(xp.shape, dtype=dy.dtype)
+    dxp[...] = 0
     rest = dy.copy()  # gradient not yet routed
     hit, g = np.empty(y.shape, dtype=bool), np.empty_like(rest)
     finite = bool(np.isfinite(np.sum(dy))) if dy.size else True

@@ -117,3 +117,24 @@ def test_max_pool_two_threads(two_threads, kernel, stride, padding):
     yt.backward(torch.from_numpy(dy))
     np.testing.assert_array_equal(threaded[0], yt.detach().numpy())
     np.testing.assert_allclose(threaded[1], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (1, 0)])
+def test_depthwise_conv_two_threads(two_threads, stride, padding):
+    from cnnkit.functional import conv as C
+    rng = np.random.default_rng(3)
+    x = channel_major(rng.standard_normal((4, 64, 30, 30)))
+    w = rng.standard_normal((64, 1, 3, 3))
+    y0 = C.conv2d_forward(x, w, None, stride, padding, 1, 64)[0]
+    dy = rng.standard_normal(y0.shape)
+
+    def run():
+        y, cache = C.conv2d_forward(x, w, None, stride, padding, 1, 64)
+        return (y, *C.conv2d_backward(dy, cache)[:2])
+    serial, threaded = two_threads(run)
+    assert_same(serial, threaded)
+    xt, wt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    yt = TF.conv2d(xt, wt, None, stride, padding, 1, 64)
+    yt.backward(torch.from_numpy(dy))
+    for ours, ref in zip(threaded, (yt.detach(), xt.grad, wt.grad)):
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-10)
