@@ -36,9 +36,9 @@ demo: $(VENV)/.installed data
 test: $(VENV)/.installed data browser
 	$(PY) -m pytest -n 2 -q
 
+# Every benchmark of issue 6, summed up in bench/RESULTS.md (about 10 minutes).
 bench: $(VENV)/.installed data
-	$(PY) bench/bench_kernels.py
-	$(PY) bench/bench_train.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -39,7 +39,20 @@ CASES = [
     ("depthwise 3x3 512 @14", "conv", 8, 512, 512, 14, 3, 1, 1, 512),
     ("max pool 3x3 s2 96 @55", "maxpool", 8, 96, 96, 55, 3, 2, 0, 1),
     ("avg pool 2x2 s2 64 @56", "avgpool", 8, 64, 64, 56, 2, 2, 0, 1),
+    ("cnn_bn 3x3 32->32 @28", "conv", 128, 32, 32, 28, 3, 1, 1, 1),
+    ("cnn_bn 3x3 64->64 @14", "conv", 128, 64, 64, 14, 3, 1, 1, 1),
+    ("max pool 2x2 s2 32 @28", "maxpool", 128, 32, 32, 28, 2, 2, 0, 1),
 ]
+
+
+def gemm_peak(threads: int, repeats: int = 5) -> float:
+    """Single-precision GEMM GFLOP/s of a large square ``np.matmul`` on ``threads`` BLAS
+    threads: the machine's practical limit for convolution arithmetic."""
+    from threadpoolctl import threadpool_limits
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    with threadpool_limits(threads, user_api="blas"):
+        t = median_time(lambda: a @ a, repeats)
+    return 2 * 2048 ** 3 / t / 1e9
 
 
 def median_time(fn, repeats: int) -> float:
@@ -99,12 +112,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_kernels.md")))
+    ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="keep glibc's default mmap threshold (see cnnkit/runtime.py)")
     args = ap.parse_args()
     tuned = limit_threads(args.threads, malloc_tuning=not args.no_malloc_tuning)
     import torch
 
+    peak = gemm_peak(args.threads)
+    print(f"GEMM peak (2048x2048 float32 matmul, {args.threads} BLAS threads): {peak:.1f} GFLOP/s")
     rng = np.random.default_rng(0)
     rows = []
     for case in CASES:
@@ -112,17 +128,27 @@ def main():
         t_ours = median_time(ours, args.repeats)
         t_torch = median_time(theirs, args.repeats)
         gflops = f"{flops / t_ours / 1e9:.1f}" if flops else "-"
-        rows.append((case[0], t_ours * 1e3, t_torch * 1e3, t_ours / t_torch, gflops))
+        share = f"{100 * flops / t_ours / 1e9 / peak:.0f}%" if flops else "-"
+        torch_gflops = f"{flops / t_torch / 1e9:.1f}" if flops else "-"
+        rows.append((case[0], t_ours * 1e3, t_torch * 1e3, t_ours / t_torch, gflops, share, torch_gflops))
         print(f"{case[0]:28s} ours {t_ours * 1e3:8.2f} ms  torch {t_torch * 1e3:8.2f} ms  "
               f"ratio {t_ours / t_torch:5.2f}  ({gflops} GFLOP/s)", flush=True)
 
     lines = [f"Forward + backward, float32, {args.threads} threads, median of {args.repeats}; "
              f"NumPy {np.__version__}, PyTorch {torch.__version__}, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores; malloc tuning {'on' if tuned else 'off'} (cnnkit/runtime.py).", "",
-             "| case | cnnkit ms | PyTorch ms | ratio ours/PyTorch | cnnkit GFLOP/s |",
-             "|---|---:|---:|---:|---:|"]
-    lines += [f"| {n} | {a:.2f} | {b:.2f} | {r:.2f} | {g} |" for n, a, b, r, g in rows]
+             f"{os.cpu_count()} cores; malloc tuning {'on' if tuned else 'off'} (cnnkit/runtime.py). "
+             f"GEMM peak: {peak:.1f} GFLOP/s (2048x2048 float32 `np.matmul`, {args.threads} BLAS threads). "
+             "GFLOP/s count the forward GEMM and the two backward ones (2 FLOPs per multiply-add).", "",
+             "| case | cnnkit ms | PyTorch ms | ratio ours/PyTorch | cnnkit GFLOP/s | % of GEMM peak | "
+             "PyTorch GFLOP/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {a:.2f} | {b:.2f} | {r:.2f} | {g} | {p} | {tg} |" for n, a, b, r, g, p, tg in rows]
     Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.json:
+        import json
+        Path(args.json).write_text(json.dumps({"gemm_peak_gflops": peak, "rows": [
+            dict(case=n, cnnkit_ms=a, pytorch_ms=b, ratio=r, gflops=g, peak_share=p, pytorch_gflops=tg)
+            for n, a, b, r, g, p, tg in rows]}, indent=1))
     print(f"\nwrote {args.out}")
 
 

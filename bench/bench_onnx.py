@@ -1,6 +1,6 @@
 """Imported ONNX models at batch 1: cnnkit (the imported Graph) vs ONNX Runtime, same file.
 
-For ResNet-50, MobileNet v1 and MobileNet v2 (random weights; the timing does not depend
+For ResNet-50, MobileNet v1, MobileNet v2 and LeNet-5 (1x32x32) (random weights; the timing does not depend
 on them) the zoo model is exported with ``cnnkit.onnx.export``, the file is imported with
 ``cnnkit.onnx.load``, and both the imported cnnkit model and an ONNX Runtime session on
 that file run the same input. Prints the median forward time of each and the ratio
@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-MODELS = ("resnet50", "mobilenet_v1", "mobilenet_v2")
+MODELS = ("resnet50", "mobilenet_v1", "mobilenet_v2", "lenet5")
+NATIVE = {"lenet5": (1, 32)}  # (channels, size) of models not run at 3 x size x size
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -51,6 +52,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.size = 2, 112
@@ -64,23 +66,32 @@ def main() -> int:
     print(f"# ONNX import benchmark: batch 1, {args.size}x{args.size}, {args.threads} threads, "
           f"median of {args.repeats}; onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}")
     print(f"{'model':14s} {'cnnkit ms':>10s} {'ORT ms':>10s} {'cnnkit/ORT':>11s} {'max|diff|':>10s}")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            zoo = models.get(name, num_classes=1000, in_channels=3, rng=np.random.default_rng(0))
+            c, size = NATIVE.get(name, (3, args.size))
+            zoo = models.get(name, num_classes=10 if name in NATIVE else 1000, in_channels=c,
+                             rng=np.random.default_rng(0))
             path = os.path.join(tmp, f"{name}.onnx")
-            cnnkit_onnx.export(zoo, path, (1, 3, args.size, args.size))
+            cnnkit_onnx.export(zoo, path, (1, c, size, size))
             del zoo
             net = cnnkit_onnx.load(path)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = args.threads
             opts.inter_op_num_threads = 1
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            x = np.random.default_rng(1).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
+            x = np.random.default_rng(1).standard_normal((1, c, size, size)).astype(np.float32)
             diff = float(np.abs(net(x) - sess.run(None, {"input": x})[0]).max())
             t_ours = _median_time(lambda: net(x), args.repeats)
             t_ort = _median_time(lambda: sess.run(None, {"input": x}), args.repeats)
             print(f"{name:14s} {t_ours * 1e3:10.1f} {t_ort * 1e3:10.1f} {t_ours / t_ort:11.2f} {diff:10.2e}",
                   flush=True)
+            rows.append(dict(name=name, input=[1, c, size, size], cnnkit_ms=t_ours * 1e3, ort_ms=t_ort * 1e3,
+                             ratio=t_ours / t_ort, max_abs_diff=diff))
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump({"onnxruntime": ort.__version__, "rows": rows}, f, indent=1)
     return 0
 
 

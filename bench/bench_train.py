@@ -101,6 +101,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_train.md")))
+    ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="keep glibc's default mmap threshold (see cnnkit/runtime.py)")
     args = ap.parse_args()
@@ -146,6 +147,10 @@ def main():
              f"{loss_torch[-1]:.4f} |", "",
              f"Largest absolute weight difference between the two models after the epoch: {drift:.2e}."]
     Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.json:
+        import json
+        Path(args.json).write_text(json.dumps(dict(images=len(x), batch=args.batch_size, cnnkit_s=t_ours,
+                                                   pytorch_s=t_torch, ratio=ratio)))
     print(f"\nwrote {args.out}")
 
 

@@ -121,18 +121,18 @@ def _blas_controller():
     return _state["blas"]
 
 
-def parallel_map(fn: Callable[[list], T], items: Sequence) -> list[T]:
+def parallel_map(fn: Callable[[list], T], items: Sequence, small: bool = False) -> list[T]:
     """``[fn(part) for part in parts]``, the parts dealt round-robin from ``items`` to
     the worker threads and run at once (the calling thread takes the first part).
     ``fn`` must write only memory that its part owns.
 
     Runs ``[fn(list(items))]`` in the calling thread with one worker, when called from
-    inside another ``parallel_map``, or with a single item, which then gets every
-    worker's core as a BLAS thread.
+    inside another ``parallel_map``, for ``small`` work (BLAS as it is), or with a
+    single item, which then gets every worker's core as a BLAS thread.
     """
     items = list(items)
     workers = min(get_num_threads(), len(items))
-    if getattr(_local, "busy", False) or get_num_threads() < 2:
+    if small or getattr(_local, "busy", False) or get_num_threads() < 2:
         return [fn(items)]
     if workers < 2:  # one part: let BLAS thread it
         with _blas_controller().limit(limits=get_num_threads()):

@@ -83,16 +83,20 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         cache_x = geo.source(x)  # padded (C, N, Hp, Wp), or (C, N*H*W) for pointwise
         y = np.empty((f, n, ho, wo), dtype=x.dtype)
 
+        kept = {} if geo.keeps_columns(x.dtype.itemsize) else None  # small convs: chunk -> columns
+
         def forward_chunks(chunks):  # each worker thread: its own buffers, its own images
             buf, res = geo.buffers(x.dtype)
             for ch in chunks:
-                cols = geo.columns(cache_x, ch, buf)  # (G, K, m)
+                cols = geo.columns(cache_x, ch, buf if kept is None else np.empty_like(buf))  # (G, K, m)
+                if kept is not None:
+                    kept[ch] = cols
                 _matmul(w_mat, cols, geo.result_view(y, ch, res))  # (G, Fg, m)
                 geo.store(y, ch, res)  # shift mode: keep the valid grid positions
-        parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize))
+        parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize), small=geo.threads(x.dtype.itemsize) == 1)
     if b is not None:
         y += b[:, None, None, None]
-    cache = (geo, cache_x, w_mat, groups, flip, b is not None, depthwise)
+    cache = (geo, cache_x, None if depthwise else kept, w_mat, groups, flip, b is not None, depthwise)
     return as_nchw(y), cache
 
 
@@ -101,7 +105,7 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
 
     ``need_dx=False`` / ``need_dw=False`` skip that gradient (it is returned as None):
     a first layer needs no dx (no GEMM, no col2im), a frozen one no dw."""
-    geo, cache_x, w_mat, groups, flip, has_bias, depthwise = cache
+    geo, cache_x, kept, w_mat, groups, flip, has_bias, depthwise = cache
     n, c, h, wd = geo.x_shape
     f, cg, kh, kw = geo.w_shape
     if dy.shape != (n, f) + geo.out_hw:
@@ -141,13 +145,15 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
             for ch in chunks:
                 dy_mat = geo.gradient_columns(dy_cn, ch, dbuf)  # (G, Fg, m)
                 if need_dw:
-                    dw += _matmul(dy_mat, geo.columns(cache_x, ch, buf).transpose(0, 2, 1))
+                    cols = kept.get(ch) if kept is not None else None  # (G, K, m)
+                    cols = geo.columns(cache_x, ch, buf) if cols is None else cols
+                    dw += _matmul(dy_mat, cols.transpose(0, 2, 1))
                 if need_dx:
                     dx_col = _matmul(w_t, dy_mat, geo.dx_columns(buf, dxp, ch))  # (G, K, m)
                     geo.add_columns(dxp, ch, dx_col)
             return dw
         dy_cn = geo.gradient_source(dy_cn)
-        parts = parallel_map(backward_chunks, geo.chunks(dy.dtype.itemsize))
+        parts = parallel_map(backward_chunks, geo.chunks(dy.dtype.itemsize), small=geo.threads(dy.dtype.itemsize) == 1)
         if need_dw:
             dw = sum(parts[1:], parts[0]).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
         if need_dx:
@@ -192,6 +198,13 @@ class _Geometry:
     # kernel, 2 threads: im2col of the whole batch 17-27 ms, in 4 MiB chunks 6-8 ms
     # (1 MiB: 8.4, 16 MiB: 12.8), and the GEMM is faster too (25 ms vs 34).
     chunk_bytes = 4 << 20
+    # Below this many bytes of columns a conv runs as one chunk on the calling thread:
+    # LeNet-5 at batch 2 took 6.2 ms a step with its chunks handed to 2 threads, 4.0 serially.
+    parallel_bytes = 1 << 20
+    # Up to this many bytes the forward keeps its columns for the backward instead of
+    # building them again (LeNet-5's two convs at batch 64: 5.0 and 3.8 MB; its training
+    # step went from about 18 to 16 ms, the epoch bench from 1.82x PyTorch to 1.65x).
+    keep_bytes = 8 << 20
 
     def __init__(self, x_shape, w_shape, pads, stride, dilation, out_hw, groups=1):
         self.x_shape, self.w_shape, self.pads = tuple(x_shape), tuple(w_shape), pads
@@ -259,6 +272,18 @@ class _Geometry:
         """Grid positions per image: the padded grid in shift mode, else the output."""
         return self.padded_hw[0] * self.padded_hw[1] if self.mode == "shift" else self.out_hw[0] * self.out_hw[1]
 
+    def threads(self, itemsize: int) -> int:
+        """Worker threads worth using: 1 below ``parallel_bytes`` of columns, where
+        handing chunks to threads costs more than it saves."""
+        n, c = self.x_shape[:2]
+        size = c * self.w_shape[2] * self.w_shape[3] * self._grid() * n * itemsize
+        return get_num_threads() if size >= self.parallel_bytes else 1
+
+    def keeps_columns(self, itemsize: int) -> bool:
+        n, c = self.x_shape[:2]
+        size = c * self.w_shape[2] * self.w_shape[3] * self._grid() * n * itemsize
+        return self.mode != "pointwise" and size <= self.keep_bytes
+
     def chunk_images(self, itemsize: int) -> int:
         """Images per chunk: about ``chunk_bytes`` of columns, and a chunk per worker
         thread at least (pointwise: all, its chunks are column ranges)."""
@@ -266,7 +291,7 @@ class _Geometry:
         if self.mode == "pointwise":
             return n
         per_image = c * self.w_shape[2] * self.w_shape[3] * self._grid() * itemsize
-        return max(1, min(self.chunk_bytes // per_image, -(-n // get_num_threads())))
+        return max(1, min(self.chunk_bytes // per_image, -(-n // self.threads(itemsize))))
 
     def buffers(self, dtype):
         """A column buffer for one chunk, and a zeroed (F, images * grid) one that holds
@@ -280,7 +305,7 @@ class _Geometry:
     def chunks(self, itemsize: int):
         n, grid = self.x_shape[0], self._grid()
         if self.mode == "pointwise":  # no copies: one column range per worker thread
-            for a, b in split_range(n * grid, get_num_threads()):
+            for a, b in split_range(n * grid, self.threads(itemsize)):
                 yield 0, n, a, b
             return
         ci = self.chunk_images(itemsize)
@@ -361,7 +386,8 @@ class _Geometry:
             # Stop at the chunk's last image: the columns whose windows reach past it
             # are padded-grid positions that are no output (their gradient is zero),
             # and another thread may be adding into the next image.
-            flat, cols, end = dxp.reshape(c, -1), dx_col.reshape(c, kk, b - a), n1 * self._grid()
+            end = n1 * self.padded_hw[0] * self.padded_hw[1]
+            flat, cols = dxp.reshape(c, -1), dx_col.reshape(c, kk, b - a)
             for k, off in enumerate(self.offsets):
                 hi = min(b + off, end)
                 flat[:, a + off:hi] += cols[:, k, :hi - a - off]

@@ -327,6 +327,7 @@ def chunked_parallel(monkeypatch):
     from cnnkit import runtime
     from cnnkit.functional import conv
     monkeypatch.setattr(conv._Geometry, "chunk_bytes", 1)
+    monkeypatch.setattr(conv._Geometry, "parallel_bytes", 0)
     assert runtime.set_num_threads(2) == 2
     yield
     runtime.set_num_threads(1)
@@ -355,6 +356,7 @@ def test_chunked_parallel_equals_one_chunk_float32(monkeypatch):
         dy = rng.standard_normal(y0.shape).astype(np.float32)
         one = (y0, *conv2d_backward(dy, cache)[:2])
         monkeypatch.setattr(conv._Geometry, "chunk_bytes", 1)
+        monkeypatch.setattr(conv._Geometry, "parallel_bytes", 0)
         runtime.set_num_threads(2)
         try:
             y1, cache = conv2d_forward(x, w, None, **kw)
