@@ -88,7 +88,7 @@ def torch_step(model, x, y):
         value = torch.nn.functional.cross_entropy(model(xt), yt)
         value.backward()
         opt.step()
-        return float(value)
+        return value.item()
     return step
 
 
