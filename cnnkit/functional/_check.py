@@ -17,7 +17,9 @@ FLOAT_DTYPES = (np.float32, np.float64)
 
 def pair(value, name: str, where: str, *, minimum: int | None = None) -> tuple[int, int]:
     """An int or a pair of ints as ``(h, w)``, each ``>= minimum`` when given."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        out = value  # the common case, checked without the slower ABC isinstance
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
         out = (int(value), int(value))
     elif (isinstance(value, (tuple, list)) and len(value) == 2
           and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)):

@@ -29,6 +29,8 @@ need NCHW memory.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .._errors import value_error
@@ -62,7 +64,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     f, cg, kh, kw = w.shape
     g, fg = groups, f // groups
     ho, wo = out_hw
-    geo = _Geometry(x.shape, w.shape, pads, stride, dilation, out_hw, groups)
+    geo = _geometry(tuple(x.shape), tuple(w.shape), pads, stride, dilation, tuple(out_hw), groups)
     w_mat = (w[:, :, ::-1, ::-1] if flip else w).reshape(g, fg, cg * kh * kw)  # (G, Fg, K)
 
     depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
@@ -328,7 +330,7 @@ class _Geometry:
                 cols[:, k] = flat[:, a + off:b + off]
         else:
             cols = buf[:c * kk * (b - a)].reshape((c, kk, n1 - n0) + self.out_hw)
-            for k, rows_cols in enumerate(self._tap_slices()):
+            for k, rows_cols in enumerate(self._tap_slices):
                 cols[:, k] = src[(slice(None), slice(n0, n1)) + rows_cols]
         return cols.reshape(g, (c // g) * kk, b - a)
 
@@ -393,7 +395,7 @@ class _Geometry:
                 flat[:, a + off:hi] += cols[:, k, :hi - a - off]
         else:
             cols = dx_col.reshape((c, kk, n1 - n0) + self.out_hw)
-            for k, rows_cols in enumerate(self._tap_slices()):
+            for k, rows_cols in enumerate(self._tap_slices):
                 dxp[(slice(None), slice(n0, n1)) + rows_cols] += cols[:, k]
 
     def finish_dx(self, dxp: np.ndarray) -> np.ndarray:
@@ -403,6 +405,7 @@ class _Geometry:
             return as_nchw(dxp.reshape(c, n, h, wd))
         return crop_channel_major(dxp, self.pads, (h, wd))
 
+    @functools.cached_property
     def _tap_slices(self):
         return [rc for _, _, rc in window_slices(self.w_shape[2:], self.stride, self.dilation, self.out_hw)]
 
@@ -429,6 +432,13 @@ class _Geometry:
         full = np.zeros((f, n, hp, wp), dtype=dy_cn.dtype)  # (F, N, Hp, Wp)
         full[:, :, :ho, :wo] = dy_cn
         return full.reshape(f, -1)[:, :self.cols]
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(*args) -> _Geometry:
+    """One _Geometry per distinct call shape (a training step meets the same ones every
+    time; it never changes after construction)."""
+    return _Geometry(*args)
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, flip=False):

@@ -22,6 +22,12 @@ import numpy as np
 
 from .._errors import type_error, value_error
 
+_TREE = [0]  # bumped whenever a layer gets a parent or a parent is freed: labels change
+
+
+def _tree_changed(*_) -> None:
+    _TREE[0] += 1
+
 
 class Parameter:
     """A trainable array: ``.data`` (the value) and ``.grad`` (``None`` until a backward).
@@ -99,6 +105,9 @@ class Layer:
 
     # ---- registration -----------------------------------------------------------
     def __setattr__(self, name, value):
+        if name == "_cache":  # set by every forward: skip the registration tables
+            object.__setattr__(self, name, value)
+            return
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                "before assigning attributes")
@@ -129,8 +138,9 @@ class Layer:
 
     def _adopt(self, name: str, child: "Layer") -> None:
         self._children[name] = child
-        object.__setattr__(child, "_parent", weakref.ref(self))
+        object.__setattr__(child, "_parent", weakref.ref(self, _tree_changed))
         object.__setattr__(child, "_key", str(name))
+        _tree_changed()
 
     def register_buffer(self, name: str, value: np.ndarray | None) -> None:
         """A non-trainable array saved in ``state_dict`` and reachable as an attribute."""
@@ -153,9 +163,17 @@ class Layer:
         return ".".join(reversed(parts))
 
     def label(self) -> str:
-        """``"Conv2d 'features.0'"``, or just ``"Conv2d"`` for a root layer: for errors."""
+        """``"Conv2d 'features.0'"``, or just ``"Conv2d"`` for a root layer: for errors.
+
+        Every forward passes it to its kernel, so it is cached until any layer is
+        adopted or any parent is freed (walking the parents costs about 5 us)."""
+        cached = self.__dict__.get("_label")
+        if cached is not None and cached[0] == _TREE[0]:
+            return cached[1]
         path = self.path
-        return f"{type(self).__name__} '{path}'" if path else type(self).__name__
+        label = f"{type(self).__name__} '{path}'" if path else type(self).__name__
+        object.__setattr__(self, "_label", (_TREE[0], label))
+        return label
 
     # ---- the computation ------------------------------------------------------
     def __call__(self, *inputs):

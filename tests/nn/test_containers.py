@@ -280,3 +280,21 @@ def test_parameter_and_custom_layer_registration():
     s(np.ones(3))
     s.backward(np.ones(3))  # gradients accumulate until zero_grad
     assert s.alpha.grad[0] == 6.0
+
+
+def test_cached_labels_follow_the_tree():
+    """label() is cached per layer; adopting a layer anywhere, or freeing a parent,
+    must give the new dotted name (error messages rely on it)."""
+    import gc
+    from collections import OrderedDict as OD
+    conv = Conv2d(1, 2, 3)
+    assert conv.label() == "Conv2d"
+    inner = Sequential(OD(a=conv))
+    assert conv.label() == "Conv2d 'a'"
+    outer = Sequential(OD(block=inner))
+    assert conv.label() == "Conv2d 'block.a'"
+    with pytest.raises(ValueError, match=r"Conv2d 'block\.a'"):
+        outer(np.zeros((1, 3, 5, 5), dtype=np.float32))  # 3 channels where 1 is expected
+    del outer
+    gc.collect()
+    assert conv.label() == "Conv2d 'a'"
