@@ -21,11 +21,8 @@ it, kernels run serially and BLAS keeps its own threads.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -38,6 +35,8 @@ def tune_malloc(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) 
     """Raise glibc's mmap/trim thresholds; returns True if applied (False off glibc or opted out)."""
     if os.environ.get("CNNKIT_NO_MALLOC_TUNING"):
         return False
+    import ctypes  # here, not at the top: ctypes.util alone costs ~20 ms of `import cnnkit`
+    import ctypes.util
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
@@ -139,6 +138,7 @@ def parallel_map(fn: Callable[[list], T], items: Sequence, small: bool = False) 
             return [fn(items)]
     with _lock:
         if _state["pool"] is None:
+            from concurrent.futures import ThreadPoolExecutor  # imported on first use
             _state["pool"] = ThreadPoolExecutor(get_num_threads() - 1, thread_name_prefix="cnnkit")
         pool = _state["pool"]
     parts = [items[i::workers] for i in range(workers)]

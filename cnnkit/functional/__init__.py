@@ -1,10 +1,12 @@
 """Pure array kernels: forward/backward pairs with an explicit cache.
 
 ``y, cache = <op>_forward(x, ...)`` and ``<op>_backward(dy, cache)``; the plain
-``<op>(x, ...)`` returns the output alone. No state, no globals; the heavy kernels
-split their work over the worker threads that ``cnnkit.runtime.set_num_threads``
-configures (each part writes memory no other part touches, so results do not depend
-on timing).
+``<op>(x, ...)`` returns the output alone. No state, and two deliberate exceptions
+to "no globals", both for speed: the heavy kernels split their work over the worker
+threads that ``cnnkit.runtime.set_num_threads`` configures, and conv2d memoizes its
+per-shape geometry. Each part writes memory no other part touches and partial sums
+are added in a fixed order, so results never depend on timing; a different thread
+count can change how a sum is split, hence its last bits (tests bound this).
 """
 
 from .activation import (elu, elu_backward, elu_forward, leaky_relu, leaky_relu_backward,

@@ -15,6 +15,7 @@ over 7 epochs), on a 2-core AMD EPYC:
     cnn (32, 64)     7       65 (2 threads)   92.54%  92.13%   7 min 56 s in all
     cnn_bn (32, 64)  6       300 (1 thread)   93.60%  92.88%   32 min 22 s in all
     cnn_bn, flips    10      160-186 (2 thr.) 93.90%  93.41%   28 min 43 s in all (recipe bn)
+    same, seed 1     10      157-175 (2 thr.) 93.58%  93.36%   28 min 41 s in all
 
 At equal compute ``cnn`` with (32, 64) channels for 4 epochs beat (16, 32) for
 8 epochs on validation (91.82% vs 91.54%), hence the default widths.
