@@ -3,6 +3,7 @@
 ``reexec_without_openblas_overrides()``: this machine may set OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE, which slow NumPy's BLAS; a benchmark re-executes itself once
 without them (its own process only; tests and CI keep them).
+``median_time(fn, repeats)``: the median of repeated timings after a warm-up.
 ``limit_threads(threads, malloc_tuning)``: the same thread count for PyTorch and for
 cnnkit's worker threads (``cnnkit.runtime.set_num_threads``, which keeps NumPy's BLAS
 on one thread per worker), and cnnkit's malloc setting; returns whether the latter
@@ -33,3 +34,18 @@ def limit_threads(threads: int, malloc_tuning: bool = True) -> bool:
     from cnnkit.runtime import set_num_threads
     set_num_threads(threads)  # cnnkit's workers; NumPy's BLAS then runs one thread per worker
     return tuned
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call
+    (allocations, BLAS thread start)."""
+    import statistics
+    import time
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -17,12 +17,11 @@ import argparse
 import os
 import sys
 
-from _common import limit_threads, reexec_without_openblas_overrides  # noqa: E402
+from _common import limit_threads, median_time, reexec_without_openblas_overrides  # noqa: E402
 
 reexec_without_openblas_overrides()
 
 import platform  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,16 +52,6 @@ def gemm_peak(threads: int, repeats: int = 5) -> float:
     with threadpool_limits(threads, user_api="blas"):
         t = median_time(lambda: a @ a, repeats)
     return 2 * 2048 ** 3 / t / 1e9
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, BLAS thread start)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def make_case(case, rng):

@@ -19,12 +19,11 @@ import os
 import sys
 import tempfile
 
-from _common import limit_threads, reexec_without_openblas_overrides  # noqa: E402
+from _common import limit_threads, median_time, reexec_without_openblas_overrides  # noqa: E402
 
 reexec_without_openblas_overrides()
 
 import platform  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,16 +32,6 @@ import numpy as np  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v1", "mobilenet_v2", "lenet5")
 NATIVE = {"lenet5": (1, 32)}  # (channels, size) of models not run at 3 x size x size
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main() -> int:
@@ -82,8 +71,8 @@ def main() -> int:
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
             x = np.random.default_rng(1).standard_normal((1, c, size, size)).astype(np.float32)
             diff = float(np.abs(net(x) - sess.run(None, {"input": x})[0]).max())
-            t_ours = _median_time(lambda: net(x), args.repeats)
-            t_ort = _median_time(lambda: sess.run(None, {"input": x}), args.repeats)
+            t_ours = median_time(lambda: net(x), args.repeats)
+            t_ort = median_time(lambda: sess.run(None, {"input": x}), args.repeats)
             print(f"{name:14s} {t_ours * 1e3:10.1f} {t_ort * 1e3:10.1f} {t_ours / t_ort:11.2f} {diff:10.2e}",
                   flush=True)
             rows.append(dict(name=name, input=[1, c, size, size], cnnkit_ms=t_ours * 1e3, ort_ms=t_ort * 1e3,

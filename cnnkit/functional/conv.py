@@ -11,15 +11,16 @@ offsets (one strided slice each), and ``y = w (Fg, K) @ x_col (K, L)`` per group
 The columns are built a few images at a time into one reused buffer of about
 4 MiB, so the GEMM reads them from cache rather than from memory; the backward
 builds them again instead of keeping them (the cache holds the padded input, a
-kH*kW-th of the columns' size).
+kH*kW-th of the columns' size), unless they total at most 8 MiB. The chunks run on
+cnnkit's worker threads (``cnnkit.runtime``).
 
 Backward ("dot product accounting"):
 - ``db = sum of dy`` over N, Ho, Wo;
 - ``dw = dy (Fg, L) @ x_col.T (L, K)``: each weight met every input it multiplied
   (summed chunk by chunk);
 - ``dx``: ``dx_col = w.T @ dy`` scattered back into the windows (col2im, again by
-  kernel offsets, chunk by chunk). At stride 1 this equals a "full" correlation of dy with the
-  kernel rotated by 180 degrees and in/out channels swapped: backpropagation is
+  kernel offsets, chunk by chunk). At stride 1 this equals a "full" correlation of
+  dy with the kernel rotated by 180 degrees and in/out channels swapped: backpropagation is
   a flipped convolution (tests check that identity).
 
 Outputs are NCHW-shaped views of channel-major (C, N, H, W) memory, which is what
@@ -155,7 +156,8 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
                     geo.add_columns(dxp, ch, dx_col)
             return dw
         dy_cn = geo.gradient_source(dy_cn)
-        parts = parallel_map(backward_chunks, geo.chunks(dy.dtype.itemsize), small=geo.threads(dy.dtype.itemsize) == 1)
+        itemsize = dy.dtype.itemsize
+        parts = parallel_map(backward_chunks, geo.chunks(itemsize), small=geo.threads(itemsize) == 1)
         if need_dw:
             dw = sum(parts[1:], parts[0]).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
         if need_dx:
