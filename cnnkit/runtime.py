@@ -64,6 +64,17 @@ _local = threading.local()
 _lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # A forked child has none of the parent's worker threads: start a fresh pool there.
+    global _lock
+    _state["pool"] = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def set_num_threads(threads: int | None = None) -> int:
     """Run cnnkit's kernels on ``threads`` worker threads (``None``: one per core this
     process may use) and NumPy's BLAS on one thread meanwhile: BLAS's own pool would

@@ -92,3 +92,27 @@ def test_split_range_covers_everything_once():
     from cnnkit.runtime import split_range
     assert split_range(10, 3) == [(0, 3), (3, 6), (6, 10)]
     assert split_range(2, 5) == [(0, 1), (1, 2)]
+
+
+def test_parallel_map_works_in_a_forked_child():
+    import os
+    from cnnkit import runtime
+    runtime.set_num_threads(2)
+    try:
+        assert runtime.parallel_map(lambda xs: sum(xs), range(4)) == [2, 4]  # the parent's pool exists
+        pid = os.fork()
+        if pid == 0:  # child: the pool's threads did not survive the fork
+            ok = runtime.parallel_map(lambda xs: sum(xs), range(4)) == [2, 4]
+            os._exit(0 if ok else 1)
+        import signal
+        import time
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:  # hung: waiting on threads that do not exist in the child
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("parallel_map hung in a forked child")
+        assert os.WEXITSTATUS(done[1]) == 0
+    finally:
+        runtime.set_num_threads(1)
