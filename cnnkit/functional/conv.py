@@ -276,33 +276,34 @@ class _Geometry:
         """Grid positions per image: the padded grid in shift mode, else the output."""
         return self.padded_hw[0] * self.padded_hw[1] if self.mode == "shift" else self.out_hw[0] * self.out_hw[1]
 
+    def _image_columns(self) -> int:
+        """Column-matrix elements per image: C * kH * kW * grid positions."""
+        return self.x_shape[1] * self.w_shape[2] * self.w_shape[3] * self._grid()
+
     def threads(self, itemsize: int) -> int:
         """Worker threads worth using: 1 below ``parallel_bytes`` of columns, where
         handing chunks to threads costs more than it saves."""
-        n, c = self.x_shape[:2]
-        size = c * self.w_shape[2] * self.w_shape[3] * self._grid() * n * itemsize
+        size = self._image_columns() * self.x_shape[0] * itemsize
         return get_num_threads() if size >= self.parallel_bytes else 1
 
     def keeps_columns(self, itemsize: int) -> bool:
-        n, c = self.x_shape[:2]
-        size = c * self.w_shape[2] * self.w_shape[3] * self._grid() * n * itemsize
+        size = self._image_columns() * self.x_shape[0] * itemsize
         return self.mode != "pointwise" and size <= self.keep_bytes
 
     def chunk_images(self, itemsize: int) -> int:
         """Images per chunk: about ``chunk_bytes`` of columns, and a chunk per worker
         thread at least (pointwise: all, its chunks are column ranges)."""
-        n, c = self.x_shape[:2]
+        n = self.x_shape[0]
         if self.mode == "pointwise":
             return n
-        per_image = c * self.w_shape[2] * self.w_shape[3] * self._grid() * itemsize
+        per_image = self._image_columns() * itemsize
         return max(1, min(self.chunk_bytes // per_image, -(-n // self.threads(itemsize))))
 
     def buffers(self, dtype):
         """A column buffer for one chunk, and a zeroed (F, images * grid) one that holds
         a chunk's results (forward) or padded output gradient (backward) in shift mode."""
-        n, c = self.x_shape[:2]
         ci = self.chunk_images(np.dtype(dtype).itemsize)
-        cols = 0 if self.mode == "pointwise" else c * self.w_shape[2] * self.w_shape[3] * ci * self._grid()
+        cols = 0 if self.mode == "pointwise" else self._image_columns() * ci
         res = np.zeros((self.w_shape[0], ci * self._grid()), dtype=dtype) if self.mode == "shift" else None
         return np.empty(cols, dtype=dtype), res
 
