@@ -21,7 +21,7 @@ import torch.nn.functional as TF
 
 from cnnkit.functional import naive
 from cnnkit.functional.conv import conv2d, conv2d_backward, conv2d_forward
-from cnnkit.functional.window import conv_out_size, resolve_padding
+from cnnkit.functional.window import conv_out_size, output_hw, resolve_padding
 from tests.helpers import numeric_grad
 
 torch.set_num_threads(1)
@@ -340,13 +340,56 @@ def test_conv2d_chunked_on_two_threads_matches_naive_oracle(chunk, chunked_paral
     test_conv2d_matches_naive_oracle(chunk)
 
 
+@pytest.fixture(params=["dx_by_convolution", "dx_by_col2im"])
+def dx_path(request, monkeypatch):
+    """Either backward path for dx at stride 1, in every mode and channel count: as a
+    convolution of dy with the rotated kernel, or as w.T @ dy scattered back (col2im)."""
+    from cnnkit.functional import conv
+    modes = ("strided", "shift") if request.param == "dx_by_convolution" else ()
+    monkeypatch.setattr(conv._Geometry, "dx_by_convolution", modes)
+    monkeypatch.setattr(conv._Geometry, "dx_min_channels", 1)
+    conv._geometry.cache_clear()  # geometries remember their dx_geometry
+    yield request.param
+    monkeypatch.undo()
+    conv._geometry.cache_clear()
+
+
+@pytest.mark.parametrize("chunk", range(N_NAIVE_CHUNKS))
+def test_conv2d_both_dx_paths_match_naive_oracle(chunk, dx_path):
+    """The 300 configurations and tolerance with the stride-1 dx path forced each way
+    (the default picks by mode and channels, so small configurations rarely take the
+    convolution path on their own)."""
+    test_conv2d_matches_naive_oracle(chunk)
+
+
+def test_dx_path_choice(monkeypatch):
+    """The default: dx as a convolution in strided mode from 32 channels per group,
+    at stride 1 and pads no wider than the dilated kernel; col2im elsewhere."""
+    from cnnkit.functional import conv
+    conv._geometry.cache_clear()
+    geo = lambda x, w, pads, stride=(1, 1), dil=(1, 1), g=1: conv._Geometry(
+        x, w, pads, stride, dil, output_hw(x[2:], w[2:], stride, dil, pads, "t"), g)
+    by_conv = geo((2, 64, 14, 14), (64, 64, 3, 3), (1, 1, 1, 1))
+    assert by_conv.mode == "strided" and by_conv.dx_geometry is not None
+    assert by_conv.dx_geometry.x_shape == (2, 64, 14, 14) and by_conv.dx_geometry.w_shape == (64, 64, 3, 3)
+    assert by_conv.dx_geometry.pads == (1, 1, 1, 1)
+    assert geo((2, 32, 28, 28), (32, 32, 3, 3), (1, 1, 1, 1)).dx_geometry is None        # shift mode
+    assert geo((2, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)).dx_geometry is None          # 6 channels
+    assert geo((2, 64, 15, 15), (64, 64, 3, 3), (1, 1, 1, 1), (2, 2)).dx_geometry is None  # stride 2
+    assert geo((2, 64, 9, 9), (64, 64, 3, 3), (3, 3, 3, 3)).dx_geometry is None          # pad > k-1
+    grouped = geo((2, 128, 7, 7), (128, 32, 3, 3), (2, 2, 2, 2), dil=(2, 2), g=4)
+    assert grouped.dx_geometry.pads == (2, 2, 2, 2) and grouped.dx_geometry.w_shape == (128, 32, 3, 3)
+
+
 def test_chunked_parallel_equals_one_chunk_float32(monkeypatch):
-    """cnn_bn's second conv at batch 16 (shift mode), a strided conv and a grouped 1x1:
-    chunked on two threads vs one whole-batch chunk in float32, and vs PyTorch."""
+    """cnn_bn's second conv at batch 16 (shift mode), its fourth (strided mode, dx as a
+    convolution), a strided conv and a grouped 1x1: chunked on two threads vs one
+    whole-batch chunk in float32, and vs PyTorch."""
     from cnnkit import runtime
     from cnnkit.functional import conv
     rng = np.random.default_rng(3)
     cases = [((16, 32, 28, 28), (32, 32, 3, 3), dict(padding=1)),
+             ((16, 64, 14, 14), (64, 64, 3, 3), dict(padding=1)),
              ((16, 8, 15, 15), (12, 8, 3, 3), dict(stride=2, padding=1)),
              ((16, 8, 9, 9), (6, 4, 1, 1), dict(groups=2))]
     for xs, ws, kw in cases:
