@@ -138,3 +138,30 @@ def test_depthwise_conv_two_threads(two_threads, stride, padding):
     yt.backward(torch.from_numpy(dy))
     for ours, ref in zip(threaded, (yt.detach(), xt.grad, wt.grad)):
         np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1)])
+def test_depthwise_conv_channel_blocks(monkeypatch, stride, padding):
+    """One channel per cache block (every block boundary in play) gives the same bits as
+    one block per thread, and matches PyTorch in float64 (both shift and strided taps)."""
+    from cnnkit.functional import conv as C
+    rng = np.random.default_rng(4)
+    x = channel_major(rng.standard_normal((3, 24, 17, 17)))
+    w = rng.standard_normal((24, 1, 3, 3))
+    y0 = C.conv2d_forward(x, w, None, stride, padding, 1, 24)[0]
+    dy = rng.standard_normal(y0.shape)
+
+    def run(block_bytes):
+        monkeypatch.setattr(C._Geometry, "depthwise_block_bytes", block_bytes)
+        geo = C._geometry((3, 24, 17, 17), (24, 1, 3, 3), (padding,) * 4, (stride, stride), (1, 1),
+                          y0.shape[2:], 24)
+        assert len(list(geo.channel_blocks(0, 24, 8))) == (24 if block_bytes == 1 else 1)
+        y, cache = C.conv2d_forward(x, w, None, stride, padding, 1, 24)
+        return (y, *C.conv2d_backward(dy, cache)[:2])
+    whole, blocked = run(1 << 40), run(1)
+    assert_same(whole, blocked)
+    xt, wt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    yt = TF.conv2d(xt, wt, None, stride, padding, 1, 24)
+    yt.backward(torch.from_numpy(dy))
+    for ours, ref in zip(blocked, (yt.detach(), xt.grad, wt.grad)):
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-10)
