@@ -9,6 +9,11 @@ time, images/s, the ratio ours/PyTorch, and the final training loss of both
 since only float32 rounding separates the two runs. Writes the table to
 bench/results_train.md.
 
+The two libraries take turns every ``--segment`` batches (50; the first to go alternates),
+each running every batch of the epoch in order, and each library's epoch time is the
+sum of its turns: load from other jobs on this shared machine then falls on both alike.
+``--segment 0`` runs one whole epoch after the other, as earlier versions did.
+
 As bench_kernels.py, this script unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for
 its own process (it re-executes itself before importing NumPy), and applies
 ``cnnkit.runtime.tune_malloc()``.
@@ -60,35 +65,60 @@ def torch_lenet5_modern(num_classes: int = 10, in_channels: int = 1):
                                 T.Linear(84, num_classes))))
 
 
-def train_cnnkit(model, x, y, batches, lr, momentum):
+def cnnkit_trainer(model, x, y, lr, momentum):
+    """A function that trains ``model`` on a list of batches and returns the seconds it took
+    and the batches' losses; called segment by segment, it keeps its optimizer state."""
     from cnnkit.nn import CrossEntropyLoss
     from cnnkit.optim import SGD
     loss_fn = CrossEntropyLoss()
     opt = SGD(model.parameters(), lr=lr, momentum=momentum)
-    losses = []
-    t0 = time.perf_counter()
-    for idx in batches:
-        opt.zero_grad()
-        losses.append(float(loss_fn(model(x[idx]), y[idx])))
-        model.needs_input_grad = False  # as the Trainer does; torch computes no image gradient either
-        model.backward(loss_fn.backward())
-        opt.step()
-    return time.perf_counter() - t0, losses
+
+    def train(batches):
+        losses = []
+        t0 = time.perf_counter()
+        for idx in batches:
+            opt.zero_grad()
+            losses.append(float(loss_fn(model(x[idx]), y[idx])))
+            model.needs_input_grad = False  # as the Trainer does; torch computes no image gradient either
+            model.backward(loss_fn.backward())
+            opt.step()
+        return time.perf_counter() - t0, losses
+    return train
 
 
-def train_torch(model, x, y, batches, lr, momentum):
+def torch_trainer(model, x, y, lr, momentum):
     import torch
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    losses = []
-    t0 = time.perf_counter()
-    for idx in batches:
-        opt.zero_grad()
-        loss = loss_fn(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return time.perf_counter() - t0, losses
+
+    def train(batches):
+        losses = []
+        t0 = time.perf_counter()
+        for idx in batches:
+            opt.zero_grad()
+            loss = loss_fn(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return time.perf_counter() - t0, losses
+    return train
+
+
+def interleaved_epoch(trainers, batches, segment):
+    """Each trainer runs every batch, in order; the epoch is cut into segments of
+    ``segment`` batches, and the trainers take turns segment by segment (the first to go
+    alternates), so a burst of load from elsewhere on this shared machine falls on both
+    libraries alike instead of on whichever happened to be running. Returns, per trainer,
+    (total seconds, losses)."""
+    totals = [[0.0, []] for _ in trainers]
+    for k, start in enumerate(range(0, len(batches), segment)):
+        part = batches[start:start + segment]
+        order = range(len(trainers)) if k % 2 == 0 else reversed(range(len(trainers)))
+        for i in order:
+            seconds, losses = trainers[i](part)
+            totals[i][0] += seconds
+            totals[i][1].extend(losses)
+    return [tuple(t) for t in totals]
 
 
 def main():
@@ -99,6 +129,9 @@ def main():
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--segment", type=int, default=50,
+                    help="batches per turn: the libraries alternate every SEGMENT batches "
+                         "(0: one whole epoch each, cnnkit first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_train.md")))
     ap.add_argument("--json", help="also write the results as JSON to this file")
@@ -118,10 +151,15 @@ def main():
     theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
     load_before = os.getloadavg()[0]
 
-    t_ours, loss_ours = train_cnnkit(ours, x, y, batches, args.lr, args.momentum)
+    trainers = [cnnkit_trainer(ours, x, y, args.lr, args.momentum),
+                torch_trainer(theirs, x, y, args.lr, args.momentum)]
+    segment = args.segment if args.segment > 0 else len(batches)
+    if args.segment > 0:
+        (t_ours, loss_ours), (t_torch, loss_torch) = interleaved_epoch(trainers, batches, segment)
+    else:  # one whole epoch each, cnnkit first
+        (t_ours, loss_ours), (t_torch, loss_torch) = trainers[0](batches), trainers[1](batches)
     print(f"cnnkit  {t_ours:7.2f} s  {len(x) / t_ours:7.0f} img/s  final loss {np.mean(loss_ours[-100:]):.4f}",
           flush=True)
-    t_torch, loss_torch = train_torch(theirs, x, y, batches, args.lr, args.momentum)
     print(f"PyTorch {t_torch:7.2f} s  {len(x) / t_torch:7.0f} img/s  final loss {np.mean(loss_torch[-100:]):.4f}",
           flush=True)
     load_after = os.getloadavg()[0]
@@ -134,10 +172,12 @@ def main():
     n_last = min(100, len(batches))
     lines = [f"One epoch of lenet5_modern on Fashion-MNIST ({len(x):,} images, batch {args.batch_size}, "
              f"SGD lr {args.lr} momentum {args.momentum}), same initial weights and batch order, "
-             f"float32, {args.threads} threads, same process; NumPy {np.__version__}, PyTorch {torch.__version__}, "
+             f"float32, {args.threads} threads, same process, "
+             f"{f'taking turns every {segment} batches' if args.segment > 0 else 'one epoch after the other'}; NumPy {np.__version__}, PyTorch {torch.__version__}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; malloc tuning "
              f"{'on' if tuned else 'off'}; 1-min load average {load_before:.2f} before, {load_after:.2f} after. "
-             f"Command: `python bench/bench_train.py{f' --limit {args.limit}' if args.limit else ''}`.", "",
+             f"Command: `python bench/bench_train.py{f' --limit {args.limit}' if args.limit else ''}"
+             f"{f' --segment {args.segment}' if args.segment != 50 else ''}`.", "",
              f"| library | epoch s | images/s | ratio ours/PyTorch | mean loss, last {n_last} batches | "
              "last batch loss |",
              "|---|---:|---:|---:|---:|---:|",
