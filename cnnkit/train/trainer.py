@@ -37,6 +37,10 @@ class Trainer:
         num_classes: for the confusion matrix (default: the logits' width).
         grad_clip: clip the global gradient 2-norm to this value (None: no clipping).
         progress: show a tqdm progress bar per epoch.
+
+    Creating a Trainer configures the process as the ``cnnkit`` command does: worker
+    threads on every core (unless ``runtime.set_num_threads`` was called already) and
+    ``runtime.tune_malloc()`` (skipped with ``CNNKIT_NO_MALLOC_TUNING=1``).
     """
 
     def __init__(self, model, loss_fn, optimizer, *, scheduler=None, callbacks=(), num_classes=None,
@@ -49,9 +53,10 @@ class Trainer:
         self.history: list[dict] = []
         self.stop = False
         self.train_loader = None
-        from ..runtime import set_num_threads, configured
+        from ..runtime import configured, set_num_threads, tune_malloc
         if not configured():  # kernels on every core, unless the user chose a count
             set_num_threads()
+        tune_malloc()  # large temporaries reuse heap memory instead of fresh, faulting mmap pages
 
     # ---- training ---------------------------------------------------------------
     def fit(self, train_loader, val_loader=None, epochs: int = 1) -> list[dict]:

@@ -194,3 +194,19 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     full, half, resumed = (np.load(tmp_path / f) for f in ("full.npy", "half.npy", "resumed.npy"))
     assert not np.array_equal(full, half)
     np.testing.assert_array_equal(full, resumed)
+
+
+def test_trainer_configures_threads_and_malloc(monkeypatch):
+    """Trainer() sets up the process as the cnnkit command does: worker threads (unless
+    the user chose a count) and the malloc tuning."""
+    from cnnkit import runtime
+    calls = []
+    monkeypatch.setattr(runtime, "tune_malloc", lambda *a, **k: calls.append("malloc") or True)
+    monkeypatch.setattr(runtime, "configured", lambda: False)
+    monkeypatch.setattr(runtime, "set_num_threads", lambda n=None: calls.append("threads") or 1)
+    Trainer(toy_model(), nn.CrossEntropyLoss(), None, progress=False)
+    assert calls == ["threads", "malloc"]
+    calls.clear()
+    monkeypatch.setattr(runtime, "configured", lambda: True)  # the user's own count stays
+    Trainer(toy_model(), nn.CrossEntropyLoss(), None, progress=False)
+    assert calls == ["malloc"]
