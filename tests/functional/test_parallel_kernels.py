@@ -119,6 +119,15 @@ def test_max_pool_two_threads(two_threads, kernel, stride, padding):
     np.testing.assert_allclose(threaded[1], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def assert_depthwise_matches_torch(got, x, w, dy, stride, padding):
+    """(y, dx, dw) of a float64 depthwise conv against PyTorch's."""
+    xt, wt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    yt = TF.conv2d(xt, wt, None, stride, padding, 1, w.shape[0])
+    yt.backward(torch.from_numpy(dy))
+    for ours, ref in zip(got, (yt.detach(), xt.grad, wt.grad)):
+        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (1, 0)])
 def test_depthwise_conv_two_threads(two_threads, stride, padding):
     from cnnkit.functional import conv as C
@@ -133,11 +142,7 @@ def test_depthwise_conv_two_threads(two_threads, stride, padding):
         return (y, *C.conv2d_backward(dy, cache)[:2])
     serial, threaded = two_threads(run)
     assert_same(serial, threaded)
-    xt, wt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    yt = TF.conv2d(xt, wt, None, stride, padding, 1, 64)
-    yt.backward(torch.from_numpy(dy))
-    for ours, ref in zip(threaded, (yt.detach(), xt.grad, wt.grad)):
-        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-10)
+    assert_depthwise_matches_torch(threaded, x, w, dy, stride, padding)
 
 
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1)])
@@ -160,8 +165,4 @@ def test_depthwise_conv_channel_blocks(monkeypatch, stride, padding):
         return (y, *C.conv2d_backward(dy, cache)[:2])
     whole, blocked = run(1 << 40), run(1)
     assert_same(whole, blocked)
-    xt, wt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(), torch.from_numpy(w).requires_grad_()
-    yt = TF.conv2d(xt, wt, None, stride, padding, 1, 24)
-    yt.backward(torch.from_numpy(dy))
-    for ours, ref in zip(blocked, (yt.detach(), xt.grad, wt.grad)):
-        np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-10)
+    assert_depthwise_matches_torch(blocked, x, w, dy, stride, padding)
