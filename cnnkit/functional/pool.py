@@ -245,17 +245,22 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_
                           divisor_override=divisor_override)
     size_hw = padded_size(out_hw, kernel, stride, (1, 1))
     xp = pad_channel_major(x, pads, size_hw)  # (C, N, Hp, Wp)
-    offsets = list(window_slices(kernel, stride, (1, 1), out_hw))
-    y = xp[_ALL + offsets[0][2]].copy()  # (C, N, Ho, Wo)
-    for _, _, rows_cols in offsets[1:]:
-        y += xp[_ALL + rows_cols]
+    offsets = [rows_cols for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw)]
     if divisor_override is not None:
         divisor = np.full(out_hw, divisor_override, dtype=x.dtype)
     else:
         ch = _window_counts(x.shape[2], pads[0], pads[1], kernel[0], stride[0], out_hw[0], count_include_pad)
         cw = _window_counts(x.shape[3], pads[2], pads[3], kernel[1], stride[1], out_hw[1], count_include_pad)
         divisor = np.outer(ch, cw).astype(x.dtype)  # (Ho, Wo)
-    y /= divisor
+    y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
+
+    def window_means(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+        yc, src = y[c0:c1], xp[c0:c1]
+        np.copyto(yc, src[_ALL + offsets[0]])
+        for rows_cols in offsets[1:]:
+            yc += src[_ALL + rows_cols]
+        yc /= divisor
+    parallel_ranges(window_means, y.shape[0], len(offsets) * y.size + xp.size)
     cache = (x.shape, pads, size_hw, kernel, stride, out_hw, divisor)
     return as_nchw(y), cache
 
@@ -263,10 +268,23 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_
 def avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Spread each ``dy`` evenly (``dy / n``) over its window."""
     x_shape, pads, size_hw, kernel, stride, out_hw, divisor = cache
-    share = dy.transpose(1, 0, 2, 3) / divisor  # (C, N, Ho, Wo)
-    dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
-    for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw):
-        dxp[_ALL + rows_cols] += share
+    dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
+    offsets = [rows_cols for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw)]
+    # Windows that tile the buffer exactly (kernel == stride) touch each position once:
+    # each offset's slice is written, with no zeroing and no read-modify-write.
+    tiles = tuple(kernel) == tuple(stride) and tuple(size_hw) == (out_hw[0] * kernel[0], out_hw[1] * kernel[1])
+    make = np.empty if tiles else np.zeros
+    dxp = make((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
+
+    def spread(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+        share = dy_cn[c0:c1] / divisor  # (c, N, Ho, Wo)
+        out = dxp[c0:c1]
+        for rows_cols in offsets:
+            if tiles:
+                out[_ALL + rows_cols] = share
+            else:
+                out[_ALL + rows_cols] += share
+    parallel_ranges(spread, dxp.shape[0], (len(offsets) + 1) * dy.size)
     return crop_channel_major(dxp, pads, x_shape[2:])
 
 

@@ -119,6 +119,28 @@ def test_max_pool_two_threads(two_threads, kernel, stride, padding):
     np.testing.assert_allclose(threaded[1], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, stride, padding, ceil_mode", [(2, 2, 0, False), (3, 2, 1, False),
+                                                           (2, 2, 0, True), (3, 3, 1, True)])
+def test_avg_pool_two_threads(two_threads, kernel, stride, padding, ceil_mode):
+    """Tiling windows (2x2 s2 on an even size) take the write-only backward; the odd
+    width with ceil_mode leaves a partial window, and 3x3 s2 overlaps."""
+    rng = np.random.default_rng(5)
+    x = channel_major(rng.standard_normal((8, 16, 40, 41)))
+    y0 = P.avg_pool2d_forward(x, kernel, stride, padding, ceil_mode)[0]
+    dy = rng.standard_normal(y0.shape)
+
+    def run():
+        y, cache = P.avg_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+        return y, P.avg_pool2d_backward(dy, cache)
+    serial, threaded = two_threads(run)
+    assert_same(serial, threaded)
+    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_()
+    yt = TF.avg_pool2d(xt, kernel, stride, padding, ceil_mode)
+    yt.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(threaded[0], yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(threaded[1], xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def assert_depthwise_matches_torch(got, x, w, dy, stride, padding):
     """(y, dx, dw) of a float64 depthwise conv against PyTorch's."""
     xt, wt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(), torch.from_numpy(w).requires_grad_()
