@@ -153,11 +153,8 @@ def main():
 
     trainers = [cnnkit_trainer(ours, x, y, args.lr, args.momentum),
                 torch_trainer(theirs, x, y, args.lr, args.momentum)]
-    segment = args.segment if args.segment > 0 else len(batches)
-    if args.segment > 0:
-        (t_ours, loss_ours), (t_torch, loss_torch) = interleaved_epoch(trainers, batches, segment)
-    else:  # one whole epoch each, cnnkit first
-        (t_ours, loss_ours), (t_torch, loss_torch) = trainers[0](batches), trainers[1](batches)
+    segment = args.segment if args.segment > 0 else len(batches)  # one segment: an epoch each, cnnkit first
+    (t_ours, loss_ours), (t_torch, loss_torch) = interleaved_epoch(trainers, batches, segment)
     print(f"cnnkit  {t_ours:7.2f} s  {len(x) / t_ours:7.0f} img/s  final loss {np.mean(loss_ours[-100:]):.4f}",
           flush=True)
     print(f"PyTorch {t_torch:7.2f} s  {len(x) / t_torch:7.0f} img/s  final loss {np.mean(loss_torch[-100:]):.4f}",

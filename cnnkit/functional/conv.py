@@ -142,14 +142,13 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         def depthwise_backward(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
             for b0, b1 in geo.channel_blocks(c0, c1, dy.dtype.itemsize):  # each block stays in cache
                 dyc = dy_col[b0:b1]
-                if need_dw:
-                    prod = None if dyc.ndim == 2 else np.empty(dyc.shape, dtype=dyc.dtype)
+                if need_dw and dyc.ndim == 2:  # (c, L) rows: one fused pass per tap
                     for k, tap in geo.taps(xp[b0:b1]):  # sum of dy * x over every position
-                        if prod is None:  # (c, L) rows: one fused pass
-                            dw[b0:b1, k] = np.einsum("cl,cl->c", dyc, tap)
-                        else:  # strided taps: a contiguous product, then a pairwise sum per
-                            # channel (einsum's order over 4-D views depends on the block's shape)
-                            dw[b0:b1, k] = np.multiply(dyc, tap, out=prod).reshape(b1 - b0, -1).sum(axis=1)
+                        dw[b0:b1, k] = np.einsum("cl,cl->c", dyc, tap)
+                elif need_dw:  # strided taps: a contiguous product, then a pairwise sum per channel
+                    prod = np.empty(dyc.shape, dtype=dyc.dtype)  # (einsum's order over 4-D views
+                    for k, tap in geo.taps(xp[b0:b1]):      # depends on the block's shape)
+                        dw[b0:b1, k] = np.multiply(dyc, tap, out=prod).reshape(b1 - b0, -1).sum(axis=1)
                 if need_dx:
                     tmp, scale = np.empty_like(dyc), (b1 - b0,) + (1,) * (dy_col.ndim - 1)
                     for k, dtap in geo.taps(dxp[b0:b1]):
