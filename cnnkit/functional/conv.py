@@ -179,7 +179,7 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
                     dw += _matmul(dy_mat, cols.transpose(0, 2, 1))
                 if need_dx:
                     dx_col = _matmul(w_t, dy_mat, geo.dx_columns(buf, dxp, ch))  # (G, K, m)
-                    geo.add_columns(dxp, ch, dx_col)
+                    geo.add_columns(dxp, ch, dx_col, buf)
             return dw
         dy_cn = geo.gradient_source(dy_cn)
         itemsize = dy.dtype.itemsize
@@ -250,6 +250,15 @@ class _Geometry:
     # 7 alternating rounds, ms in all): one block per thread 313, 512 KiB 202, 1 MiB 192,
     # 2 MiB 228, 4 MiB 256; 32-128 KiB blocks lose at 14x14 and 7x7 (call overhead).
     depthwise_block_bytes = 1 << 20
+    # Strided mode orders a chunk's columns (kH*kW, Ho, Wo, images) - the image index
+    # innermost ("batch-inner") - where the output is at most this wide: each tap's copy
+    # (and col2im's add) then moves rows of Wo*images elements instead of Wo. A chunk's
+    # padded input is transposed to (C, Hp, Wp, images) first, and its result back.
+    batch_inner_max_width = 16
+
+    @property
+    def batch_inner(self) -> bool:
+        return self.mode == "strided" and self.stride == (1, 1) and self.out_hw[1] <= self.batch_inner_max_width
 
     def __init__(self, x_shape, w_shape, pads, stride, dilation, out_hw, groups=1):
         self.x_shape, self.w_shape, self.pads = tuple(x_shape), tuple(w_shape), pads
@@ -319,6 +328,8 @@ class _Geometry:
         n, c, h, wd = self.x_shape
         if self.mode == "pointwise":
             return np.empty((c, n * h * wd), dtype=dtype)
+        if self.batch_inner:  # add_columns writes every image whole
+            return np.empty((c, n) + tuple(self.padded_hw), dtype=dtype)
         return self.zeros_padded(dtype)
 
     def _grid(self) -> int:
@@ -353,6 +364,9 @@ class _Geometry:
         a chunk's results (forward) or padded output gradient (backward) in shift mode."""
         ci = self.chunk_images(np.dtype(dtype).itemsize)
         cols = 0 if self.mode == "pointwise" else self._image_columns() * ci
+        if self.batch_inner:  # room behind the columns for a chunk's transposed padded input
+            cols += self.x_shape[1] * self.padded_hw[0] * self.padded_hw[1] * ci
+            return np.empty(cols, dtype=dtype), np.empty((self.w_shape[0], ci * self._grid()), dtype=dtype)
         res = np.zeros((self.w_shape[0], ci * self._grid()), dtype=dtype) if self.mode == "shift" else None
         return np.empty(cols, dtype=dtype), res
 
@@ -380,24 +394,41 @@ class _Geometry:
             cols = buf[:c * kk * (b - a)].reshape(c, kk, b - a)
             for k, off in enumerate(self.offsets):
                 cols[:, k] = flat[:, a + off:b + off]
+        elif self.batch_inner:
+            xt = self._transposed_input(buf, chunk)  # (C, Hp, Wp, images)
+            xt[...] = src[:, n0:n1].transpose(0, 2, 3, 1)
+            cols = buf[:c * kk * (b - a)].reshape((c, kk) + self.out_hw + (n1 - n0,))
+            for k, rows_cols in enumerate(self._tap_slices):
+                cols[:, k] = xt[(slice(None),) + rows_cols]
         else:
             cols = buf[:c * kk * (b - a)].reshape((c, kk, n1 - n0) + self.out_hw)
             for k, rows_cols in enumerate(self._tap_slices):
                 cols[:, k] = src[(slice(None), slice(n0, n1)) + rows_cols]
         return cols.reshape(g, (c // g) * kk, b - a)
 
+    def _transposed_input(self, buf: np.ndarray, chunk) -> np.ndarray:
+        """Batch-inner mode: the (C, Hp, Wp, images) scratch behind the chunk's columns."""
+        n0, n1, a, b = chunk
+        c, kk = self.x_shape[1], self.w_shape[2] * self.w_shape[3]
+        (hp, wp), start = self.padded_hw, c * kk * (b - a)
+        return buf[start:start + c * hp * wp * (n1 - n0)].reshape(c, hp, wp, n1 - n0)
+
     def result_view(self, y: np.ndarray, chunk, res: np.ndarray) -> np.ndarray:
         """Where the chunk's (G, Fg, m) GEMM result goes: straight into y's
         (F, N, Ho, Wo) memory, or (shift mode) into ``res``, for :meth:`store`."""
         _, _, a, b = chunk
         g, f = self.groups, self.w_shape[0]
-        if self.mode == "shift":
+        if self.mode == "shift" or self.batch_inner:
             return res.reshape(g, f // g, -1)[:, :, :b - a]
         return y.reshape(g, f // g, -1)[:, :, a:b]
 
     def store(self, y: np.ndarray, chunk, res: np.ndarray) -> None:
-        """Shift mode: copy the chunk's valid positions from ``res`` into y."""
-        if self.mode == "shift":
+        """Shift mode: copy the chunk's valid positions from ``res`` into y; batch-inner:
+        its (F, Ho, Wo, images) result, transposed."""
+        if self.batch_inner:
+            n0, n1, a, b = chunk
+            y[:, n0:n1] = res[:, :b - a].reshape((res.shape[0],) + self.out_hw + (n1 - n0,)).transpose(0, 3, 1, 2)
+        elif self.mode == "shift":
             n0, n1 = chunk[:2]
             (hp, wp), (ho, wo) = self.padded_hw, self.out_hw
             y[:, n0:n1] = res.reshape(res.shape[0], -1, hp, wp)[:, :n1 - n0, :ho, :wo]
@@ -409,6 +440,9 @@ class _Geometry:
         g, f = self.groups, self.w_shape[0]
         if self.mode == "pointwise":  # dy_cn is (F, L) here
             return dy_cn.reshape(g, f // g, -1)[:, :, a:b]
+        if self.batch_inner:  # (F, Ho, Wo, images)
+            res[:, :b - a].reshape((f,) + self.out_hw + (n1 - n0,))[...] = dy_cn[:, n0:n1].transpose(0, 2, 3, 1)
+            return res.reshape(g, f // g, -1)[:, :, :b - a]
         if self.mode != "shift":
             return np.reshape(dy_cn[:, n0:n1], (g, f // g, b - a))  # copies unless channel-major
         (hp, wp), (ho, wo) = self.padded_hw, self.out_hw
@@ -429,8 +463,9 @@ class _Geometry:
         kk = self.w_shape[2] * self.w_shape[3]
         return buf[:c * kk * (b - a)].reshape(g, (c // g) * kk, b - a)
 
-    def add_columns(self, dxp: np.ndarray, chunk, dx_col: np.ndarray) -> None:
-        """col2im: add the chunk's (G, K, m) column gradients back into their windows."""
+    def add_columns(self, dxp: np.ndarray, chunk, dx_col: np.ndarray, buf: np.ndarray) -> None:
+        """col2im: add the chunk's (G, K, m) column gradients back into their windows
+        (``buf`` is the chunk's column buffer, which ``dx_col`` lives in)."""
         n0, n1, a, b = chunk
         c = self.x_shape[1]
         kk = self.w_shape[2] * self.w_shape[3]
@@ -445,6 +480,13 @@ class _Geometry:
             for k, off in enumerate(self.offsets):
                 hi = min(b + off, end)
                 flat[:, a + off:hi] += cols[:, k, :hi - a - off]
+        elif self.batch_inner:  # add into a (C, Hp, Wp, images) scratch, then transpose it in
+            xt = self._transposed_input(buf, chunk)
+            xt[...] = 0
+            cols = dx_col.reshape((c, kk) + self.out_hw + (n1 - n0,))
+            for k, rows_cols in enumerate(self._tap_slices):
+                xt[(slice(None),) + rows_cols] += cols[:, k]
+            dxp[:, n0:n1] = xt.transpose(0, 3, 1, 2)
         else:
             cols = dx_col.reshape((c, kk, n1 - n0) + self.out_hw)
             for k, rows_cols in enumerate(self._tap_slices):

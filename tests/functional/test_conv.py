@@ -362,6 +362,43 @@ def test_conv2d_both_dx_paths_match_naive_oracle(chunk, dx_path):
     test_conv2d_matches_naive_oracle(chunk)
 
 
+@pytest.fixture(params=["batch_inner", "image_major"])
+def strided_layout(request, monkeypatch):
+    """Either column order of strided mode at stride 1, in every configuration, with one
+    image per chunk on two worker threads: (kH*kW, Ho, Wo, images), the image index
+    innermost, or (kH*kW, images, Ho, Wo)."""
+    from cnnkit import runtime
+    from cnnkit.functional import conv
+    width = 10 ** 9 if request.param == "batch_inner" else 0
+    monkeypatch.setattr(conv._Geometry, "batch_inner_max_width", width)
+    monkeypatch.setattr(conv._Geometry, "chunk_bytes", 1)
+    monkeypatch.setattr(conv._Geometry, "parallel_bytes", 0)
+    assert runtime.set_num_threads(2) == 2
+    yield request.param
+    runtime.set_num_threads(1)
+
+
+@pytest.mark.parametrize("chunk", range(N_NAIVE_CHUNKS))
+def test_conv2d_both_strided_layouts_match_naive_oracle(chunk, strided_layout):
+    """The 300 configurations and tolerance with strided mode's column order forced each
+    way, chunk by chunk on two threads (the default picks by output width)."""
+    test_conv2d_matches_naive_oracle(chunk)
+
+
+def test_batch_inner_choice():
+    """The default: batch-inner columns in strided mode at stride 1 with outputs at most
+    16 wide; image-major for wider outputs, strides above 1, and the other modes."""
+    from cnnkit.functional import conv
+    geo = lambda x, w, pads, stride=(1, 1): conv._Geometry(
+        x, w, pads, stride, (1, 1), output_hw(x[2:], w[2:], stride, (1, 1), pads, "t"), 1)
+    assert geo((64, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)).batch_inner             # LeNet's C2
+    assert geo((8, 512, 7, 7), (512, 512, 3, 3), (1, 1, 1, 1)).batch_inner           # ResNet's last 3x3
+    assert not geo((64, 1, 28, 28), (6, 1, 5, 5), (2, 2, 2, 2)).batch_inner          # 28 wide
+    assert not geo((8, 128, 28, 28), (128, 128, 3, 3), (1, 1, 1, 1), (2, 2)).batch_inner  # stride 2
+    assert not geo((8, 32, 28, 28), (32, 32, 3, 3), (1, 1, 1, 1)).batch_inner       # shift mode
+    assert not geo((8, 32, 14, 14), (32, 32, 1, 1), (0, 0, 0, 0)).batch_inner       # pointwise
+
+
 def test_dx_path_choice(monkeypatch):
     """The default: dx as a convolution in strided mode from 32 channels per group,
     at stride 1 and pads no wider than the dilated kernel; col2im elsewhere."""
