@@ -169,24 +169,27 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         w_t = w_mat.transpose(0, 2, 1)  # (G, K, Fg)
 
         def backward_chunks(chunks):  # each worker: its own dw sum; dx only in its images
-            dw = np.zeros(w_mat.shape, dtype=dy.dtype) if need_dw else None  # (G, Fg, K)
+            dw_t = np.zeros(w_mat.transpose(0, 2, 1).shape, dtype=dy.dtype) if need_dw else None  # (G, K, Fg)
             buf, dbuf = geo.buffers(dy.dtype)
             for ch in chunks:
                 dy_mat = geo.gradient_columns(dy_cn, ch, dbuf)  # (G, Fg, m)
                 if need_dw:
                     cols = kept.get(ch) if kept is not None else None  # (G, K, m)
                     cols = geo.columns(cache_x, ch, buf) if cols is None else cols
-                    dw += _matmul(dy_mat, cols.transpose(0, 2, 1))
+                    # dw.T = x_col @ dy.T, (G, K, Fg): OpenBLAS runs this orientation 5-40%
+                    # faster than dy @ x_col.T (LeNet's C2 chunk 0.33 -> 0.20 ms, 64->64 at
+                    # 14x14 1.64 -> 1.26, ResNet-50's 1x1 256->64 8.9 -> 7.9)
+                    dw_t += _matmul(cols, dy_mat.transpose(0, 2, 1))
                 if need_dx:
                     dx_col = _matmul(w_t, dy_mat, geo.dx_columns(buf, dxp, ch))  # (G, K, m)
                     geo.add_columns(dxp, ch, dx_col, buf)
-            return dw
+            return dw_t
         dy_cn = geo.gradient_source(dy_cn)
         itemsize = dy.dtype.itemsize
         if need_dw or need_dx:
             parts = parallel_map(backward_chunks, geo.chunks(itemsize), small=geo.threads(itemsize) == 1)
-        if need_dw:
-            dw = sum(parts[1:], parts[0]).reshape(geo.w_shape)  # (G, Fg, K) -> (F, Cg, kH, kW)
+        if need_dw:  # (G, K, Fg) -> (G, Fg, K) -> (F, Cg, kH, kW)
+            dw = np.ascontiguousarray(sum(parts[1:], parts[0]).transpose(0, 2, 1)).reshape(geo.w_shape)
         if need_dx:
             dx = geo.finish_dx(dxp)  # (N, C, H, W) view of (C, N, H, W)
     if not need_dw:
