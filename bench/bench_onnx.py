@@ -1,10 +1,13 @@
 """Imported ONNX models at batch 1: cnnkit (the imported Graph) vs ONNX Runtime, same file.
 
-For ResNet-50, MobileNet v1, MobileNet v2 and LeNet-5 (1x32x32) (random weights; the timing does not depend
-on them) the zoo model is exported with ``cnnkit.onnx.export``, the file is imported with
-``cnnkit.onnx.load``, and both the imported cnnkit model and an ONNX Runtime session on
-that file run the same input. Prints the median forward time of each and the ratio
-cnnkit/ORT, on the same number of threads, and the max abs difference of the outputs.
+For ResNet-50, MobileNet v1, MobileNet v2 and LeNet-5 (1x32x32) (random weights; the
+timing does not depend on them) the zoo model is exported with ``cnnkit.onnx.export``, the
+file is imported with ``cnnkit.onnx.load``, and both the imported cnnkit model and an ONNX
+Runtime session on that file run the same input. The import uses ``optimize=True``
+(BatchNorms folded into the convolutions, ReLUs in place: what ORT's default graph
+optimizations do to the same file); ``--no-optimize`` times the trainable import instead.
+Prints the median forward time of each and the ratio cnnkit/ORT, on the same number of
+threads, and the max abs difference of the outputs.
 
 Like bench_kernels.py, it re-executes itself without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE.
 
@@ -40,6 +43,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-optimize", action="store_true",
+                    help="import without optimize=True (BatchNorm folded into convs, ReLU in place)")
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args()
@@ -64,7 +69,7 @@ def main() -> int:
             path = os.path.join(tmp, f"{name}.onnx")
             cnnkit_onnx.export(zoo, path, (1, c, size, size))
             del zoo
-            net = cnnkit_onnx.load(path)
+            net = cnnkit_onnx.load(path, optimize=not args.no_optimize)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = args.threads
             opts.inter_op_num_threads = 1

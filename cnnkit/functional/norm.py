@@ -58,10 +58,12 @@ def _check_dy(dy, shape: tuple, where: str) -> None:
 class BatchNormCache(NamedTuple):
     """What :func:`batch_norm_backward` needs from the forward pass."""
     batch_stats: bool            # True: normalized with this batch's statistics
-    xhat: np.ndarray             # (N, C, ...) normalized input
-    inv_std: np.ndarray          # (C,) 1 / sqrt(var + eps), input dtype
+    xhat: np.ndarray | None      # (N, C, ...) normalized input; None with running statistics,
+    inv_std: np.ndarray          # (C,) 1 / sqrt(var + eps), input dtype   (then built from:)
     weight: np.ndarray | None    # (C,) gamma, or None (affine=False)
     has_bias: bool
+    x: np.ndarray | None = None       # running statistics: a copy of the input, (N, C, ...)
+    mean: np.ndarray | None = None    # running statistics: (C,) running_mean, input dtype
 
 
 def _channel_axes(ndim: int) -> tuple[int, ...]:
@@ -184,6 +186,8 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     # as conv outputs are): contiguous rows make each reduction and update one fast pass.
     # Channels are independent, so ranges of them run on cnnkit's worker threads.
     X = _channel_rows(x)                                                       # (C, M)
+    if not batch_stats:
+        return _batch_norm_running(x, X, weight, bias, running_mean, running_var, eps)
     xhat = np.empty(X.shape, dtype=x.dtype)                                    # (C, M)
     y = xhat if weight is None and bias is None else np.empty_like(xhat)       # (C, M)
     # An empty batch (n = 0) has no statistics: mean 0 and variance 1 keep the
@@ -193,16 +197,12 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
 
     def normalize(c0, c1):  # channels c0..c1-1
         Xr, xh = X[c0:c1], xhat[c0:c1]
-        if not batch_stats:
-            inv_std[c0:c1] = 1.0 / np.sqrt(running_var[c0:c1].astype(np.float64) + eps)
-            np.subtract(Xr, running_mean[c0:c1, None], out=xh)
-        else:
-            if n > 0:
-                mean64[c0:c1] = _row_sums(Xr) / n
-            np.subtract(Xr, mean64[c0:c1].astype(x.dtype)[:, None], out=xh)   # centred
-            if n > 0:
-                var64[c0:c1] = _row_dots(xh, xh) / n
-            inv_std[c0:c1] = 1.0 / np.sqrt(var64[c0:c1] + eps)
+        if n > 0:
+            mean64[c0:c1] = _row_sums(Xr) / n
+        np.subtract(Xr, mean64[c0:c1].astype(x.dtype)[:, None], out=xh)       # centred
+        if n > 0:
+            var64[c0:c1] = _row_dots(xh, xh) / n
+        inv_std[c0:c1] = 1.0 / np.sqrt(var64[c0:c1] + eps)
         np.multiply(xh, inv_std[c0:c1, None], out=xh)                          # xhat
         if weight is not None:
             np.multiply(xh, weight[c0:c1, None], out=y[c0:c1])
@@ -217,6 +217,31 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     xhat, y = _from_channel_rows(xhat, x.shape), _from_channel_rows(y, x.shape)  # (N, C, ...) views
     weight = None if weight is None else weight.copy()  # (C,) immune to in-place updates
     return y, BatchNormCache(batch_stats, xhat, inv_std, weight, bias is not None)
+
+
+def _batch_norm_running(x, X, weight, bias, running_mean, running_var, eps):
+    """Inference with running statistics: the per-channel affine map ``y = x * scale + shift``
+    with ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale`` (computed in
+    float64, as PyTorch's CPU kernel folds them), two passes instead of four. The cache is a
+    copy of the input: xhat is rebuilt in the backward only if dgamma is wanted."""
+    inv64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)                # (C,)
+    scale64 = inv64 if weight is None else inv64 * weight
+    shift64 = -running_mean.astype(np.float64) * scale64
+    if bias is not None:
+        shift64 += bias
+    scale, shift = scale64.astype(x.dtype)[:, None], shift64.astype(x.dtype)[:, None]  # (C, 1)
+    y = np.empty(X.shape, dtype=x.dtype)                                       # (C, M)
+    keep = np.empty(X.shape, dtype=x.dtype)                                    # (C, M)
+
+    def affine(c0, c1):  # channels c0..c1-1
+        keep[c0:c1] = X[c0:c1]
+        np.multiply(X[c0:c1], scale[c0:c1], out=y[c0:c1])
+        y[c0:c1] += shift[c0:c1]
+    parallel_ranges(affine, X.shape[0], 3 * X.size)
+    weight = None if weight is None else weight.copy()  # (C,) immune to in-place updates
+    return _from_channel_rows(y, x.shape), BatchNormCache(
+        False, None, inv64.astype(x.dtype), weight, bias is not None, _from_channel_rows(keep, x.shape),
+        running_mean.astype(x.dtype))
 
 
 def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
@@ -238,31 +263,39 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
         - dy, dx: (N, C, ...) as the forward's x; dweight, dbias: (C,).
     """
     where = "batch_norm_backward"
-    batch_stats, xhat, inv_std, weight, has_bias = cache
-    _check_dy(dy, xhat.shape, where)
-    n = math.prod(xhat.shape[i] for i in _channel_axes(xhat.ndim))
-    D, XH = _channel_rows(dy), _channel_rows(xhat)                             # (C, M) each
+    batch_stats, xhat, inv_std, weight, has_bias, x_kept, mean = cache
+    shape, dtype = (xhat.shape, xhat.dtype) if xhat is not None else (x_kept.shape, x_kept.dtype)
+    _check_dy(dy, shape, where)
+    n = math.prod(shape[i] for i in _channel_axes(len(shape)))
+    D = _channel_rows(dy)                                                      # (C, M)
+    XH = _channel_rows(xhat) if xhat is not None else None                     # (C, M)
+    x_rows = _channel_rows(x_kept) if x_kept is not None else None             # (C, M)
     channels = D.shape[0]
     dbeta64, dgamma64 = np.empty(channels), np.empty(channels)                 # (C,)
     scale = inv_std if weight is None else weight * inv_std                    # (C,) gamma / sigma
-    dx = np.empty(D.shape, dtype=xhat.dtype)                                   # (C, M)
+    dx = np.empty(D.shape, dtype=dtype)                                        # (C, M)
 
     def channel_grads(c0, c1):  # channels c0..c1-1 (run on worker threads)
-        Dr, XHr, dxr, sc = D[c0:c1], XH[c0:c1], dx[c0:c1], scale[c0:c1, None]
+        Dr, dxr, sc = D[c0:c1], dx[c0:c1], scale[c0:c1, None]
         dbeta64[c0:c1] = _row_sums(Dr)
-        dgamma64[c0:c1] = _row_dots(Dr, XHr)
+        if XH is not None:
+            dgamma64[c0:c1] = _row_dots(Dr, XH[c0:c1])
+        elif weight is not None:  # running statistics: xhat from the kept input, as the forward did
+            XHr = np.subtract(x_rows[c0:c1], mean[c0:c1, None])
+            XHr *= inv_std[c0:c1, None]
+            dgamma64[c0:c1] = _row_dots(Dr, XHr)
         np.multiply(Dr, sc, out=dxr)
         if batch_stats and n > 0:
             # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), as two per-channel affine terms
-            a = (sc[:, 0] * (dgamma64[c0:c1] / n)).astype(xhat.dtype)       # (c,)
-            b = (sc[:, 0] * (dbeta64[c0:c1] / n)).astype(xhat.dtype)        # (c,)
-            t = np.multiply(XHr, a[:, None])
+            a = (sc[:, 0] * (dgamma64[c0:c1] / n)).astype(dtype)            # (c,)
+            b = (sc[:, 0] * (dbeta64[c0:c1] / n)).astype(dtype)             # (c,)
+            t = np.multiply(XH[c0:c1], a[:, None])
             t += b[:, None]
             dxr -= t
     parallel_ranges(channel_grads, channels, 4 * D.size)
-    dx = _from_channel_rows(dx, xhat.shape)
-    dweight = None if weight is None else dgamma64.astype(xhat.dtype)
-    dbias = dbeta64.astype(xhat.dtype) if has_bias else None
+    dx = _from_channel_rows(dx, shape)
+    dweight = None if weight is None else dgamma64.astype(dtype)
+    dbias = dbeta64.astype(dtype) if has_bias else None
     return dx, dweight, dbias
 
 

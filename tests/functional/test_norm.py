@@ -88,6 +88,28 @@ def test_batch_norm_matches_torch(dtype, shape, training):
         assert_close(ours, to_numpy(ref), **tol, what=name)
 
 
+def test_batch_norm_running_stats_cache_immune_to_in_place_changes():
+    """With running statistics the forward is y = x * scale + shift and the cache keeps a
+    copy of x (xhat is rebuilt for dgamma): changing x or y in place after the forward
+    leaves the gradients alone, for an NCHW and a channel-major input, vs PyTorch."""
+    rng = np.random.default_rng(5)
+    for channel_major in (False, True):
+        x, w, b, rm, rv = _bn_args((6, 3, 4, 5), np.float32, rng)
+        if channel_major:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+        dy = rng.standard_normal(x.shape).astype(np.float32)
+        xt, wt, bt = to_torch(x, True), to_torch(w, True), to_torch(b, True)
+        yt = F.batch_norm(xt, to_torch(rm), to_torch(rv), wt, bt, False, 0.1, 1e-5)
+        yt.backward(to_torch(dy))
+        y, cache = batch_norm_forward(x, w, b, rm, rv, training=False)
+        assert_close(y, to_numpy(yt), **TOL[np.float32], what="y")
+        x += 100.0
+        y *= -1.0
+        dx, dw, db = batch_norm_backward(dy, cache)
+        for name, ours, ref in [("dx", dx, xt.grad), ("dweight", dw, wt.grad), ("dbias", db, bt.grad)]:
+            assert_close(ours, to_numpy(ref), **TOL[np.float32], what=name)
+
+
 def test_batch_norm_known_answer_and_running_update():
     # one channel, values 1 and 3: mean 2, biased var 1, unbiased var 2
     x = np.array([[1.0], [3.0]])

@@ -24,10 +24,18 @@ def require_onnx():
     return onnx
 
 
-def load(path, *, trace_batch: int = 1):
-    """Read an ONNX model into a :class:`cnnkit.nn.Graph` (see :mod:`._import`)."""
+def load(path, *, trace_batch: int = 1, optimize: bool = False):
+    """Read an ONNX model into a :class:`cnnkit.nn.Graph` (see :mod:`._import`).
+
+    ``optimize=True`` makes it an inference-only model, as ONNX Runtime's default graph
+    optimizations do: BatchNorms folded into the convolutions before them and ReLUs run
+    in place (:func:`cnnkit.nn.fuse_for_inference`). Leave it False to fine-tune."""
     from ._import import load as _load
-    return _load(path, trace_batch=trace_batch)
+    model = _load(path, trace_batch=trace_batch)
+    if optimize:
+        from ...nn import fuse_for_inference
+        fuse_for_inference(model)
+    return model
 
 
 def export(model, path, input_shape, opset: int = 17, *, input_name: str = "input",

@@ -1,0 +1,105 @@
+"""fuse_for_inference: BatchNorm folded into the conv before it, ReLU in place; same outputs
+in evaluation mode, checked against the unfused model, ONNX Runtime and PyTorch."""
+
+import numpy as np
+import pytest
+
+from cnnkit import models, nn
+
+torch = pytest.importorskip("torch")
+
+
+def _random_stats(model, seed=3):
+    """Running statistics and affine parameters far from the identity, so a wrong fold shows."""
+    r = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean[:] = r.standard_normal(m.num_features)
+            m.running_var[:] = r.uniform(0.5, 2.0, m.num_features)
+            if m.weight is not None:
+                m.weight.data[:] = r.uniform(0.5, 1.5, m.num_features) * r.choice([-1, 1], m.num_features)
+            if m.bias is not None:
+                m.bias.data[:] = r.standard_normal(m.num_features)
+    return model
+
+
+def _copy(model, make):
+    twin = make()
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def test_sequential_conv_bn_relu_folds_and_matches_torch():
+    rng = np.random.default_rng(0)
+
+    def make():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Conv2d(8, 8, 3, groups=8, rng=rng), nn.BatchNorm2d(8), nn.ReLU6(),
+                             nn.Conv2d(8, 4, 1, rng=rng), nn.BatchNorm2d(4, affine=False),
+                             nn.ReLU())
+    model = _random_stats(make()).eval()
+    plain = _copy(model, make).eval()
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    before = plain(x)
+    counts = nn.fuse_for_inference(model)
+    assert counts == {"batchnorm_folded": 3, "relu_in_place": 3}
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)))
+    assert model[0].bias is not None  # the first conv had none: the fold gave it one
+    after = model(x)
+    scale = max(1.0, float(np.abs(before).max()))
+    np.testing.assert_allclose(after, before, rtol=0, atol=2e-6 * scale)
+    # the same network in PyTorch, float64, eval mode
+    T = torch.nn
+    tm = T.Sequential(T.Conv2d(3, 8, 3, padding=1, bias=False), T.BatchNorm2d(8), T.ReLU(),
+                      T.Conv2d(8, 8, 3, groups=8), T.BatchNorm2d(8), T.ReLU6(),
+                      T.Conv2d(8, 4, 1), T.BatchNorm2d(4, affine=False), T.ReLU()).double().eval()
+    tm.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float64) if v.dtype != np.int64 else np.array(v))
+                        for k, v in plain.state_dict().items()})
+    ref = tm(torch.from_numpy(x.astype(np.float64))).detach().numpy()
+    np.testing.assert_allclose(after, ref, rtol=0, atol=2e-6 * scale)
+
+
+def test_nothing_folded_where_it_would_change_the_result():
+    rng = np.random.default_rng(1)
+    # BatchNorm in training mode; BatchNorm after a pool; ReLU after a BatchNorm that stays
+    seq = nn.Sequential(nn.Conv2d(2, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU())
+    seq.train()
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_in_place": 0}
+    seq.eval()
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_in_place": 1}
+    assert isinstance(seq[4], nn.BatchNorm2d) and not seq[5].inplace
+    # a conv output that two nodes read (the BN and an Add) keeps its BN and its value
+    g = nn.Graph(inputs="x")
+    g.add("conv", nn.Conv2d(2, 2, 3, padding=1, rng=rng), "x")
+    g.add("bn", _random_stats(nn.BatchNorm2d(2)), "conv")
+    g.add("relu", nn.ReLU(), "conv")
+    g.add("sum", nn.Add(), ["bn", "relu"])
+    g.eval()
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    before = g(x).copy()
+    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_in_place": 0}
+    np.testing.assert_array_equal(g(x), before)
+
+
+@pytest.mark.parametrize("name,c,size", [("resnet18", 3, 32), ("mobilenet_v1", 3, 32), ("cnn_bn", 1, 28)])
+def test_imported_zoo_model_optimized_matches_onnxruntime(name, c, size, tmp_path):
+    """A zoo model exported to ONNX, imported with optimize=True: every BatchNorm of the
+    conv-BN pairs folded, the output as the plain import's and as ONNX Runtime's."""
+    ort = pytest.importorskip("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    model = _random_stats(models.get(name, num_classes=10, in_channels=c, rng=np.random.default_rng(0))).eval()
+    path = str(tmp_path / "m.onnx")
+    cnnkit_onnx.export(model, path, (1, c, size, size))
+    plain, fused = cnnkit_onnx.load(path), cnnkit_onnx.load(path, optimize=True)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert n_bn > 0 and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(m.inplace for m in fused.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)))
+    x = np.random.default_rng(1).standard_normal((2, c, size, size)).astype(np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"input": x})[0]
+    a, b = plain(x), fused(x)
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(b, ref, rtol=0, atol=1e-4 * scale)
