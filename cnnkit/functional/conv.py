@@ -90,21 +90,24 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         y = geo.col_to_output(y.reshape(f, -1))  # (F, N, Ho, Wo), compact
     else:
         keep = geo.keeps_columns(x.dtype.itemsize)  # small convs: chunk -> columns, for the backward
-        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep)
-    if b is not None:
+        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b)
+    if b is not None and depthwise:
         y += b[:, None, None, None]
     cache = (geo, cache_x, None if depthwise else kept, w_mat, groups, flip, b is not None, depthwise)
     return as_nchw(y), cache
 
 
-def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: bool):
-    """im2col + GEMM, chunk by chunk on the worker threads: ``(y, source, kept)`` with y
-    as channel-major (F, N, Ho, Wo) memory, ``source`` the padded input the columns were
-    read from, and ``kept`` the chunks' columns (a dict) when ``keep``, else None."""
+def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: bool,
+                     b: np.ndarray | None = None):
+    """im2col + GEMM (+ bias, while the chunk's result is in cache), chunk by chunk on the
+    worker threads: ``(y, source, kept)`` with y as channel-major (F, N, Ho, Wo) memory,
+    ``source`` the padded input the columns were read from, and ``kept`` the chunks'
+    columns (a dict) when ``keep``, else None."""
     n, f = x.shape[0], geo.w_shape[0]
     cache_x = geo.source(x)  # padded (C, N, Hp, Wp), or (C, N*H*W) for pointwise
     y = np.empty((f, n) + geo.out_hw, dtype=x.dtype)
     kept = {} if keep else None
+    bias = None if b is None else b.reshape(w_mat.shape[0], w_mat.shape[1], 1)  # (G, Fg, 1)
 
     def forward_chunks(chunks):  # each worker thread: its own buffers, its own images
         buf, res = geo.buffers(x.dtype)
@@ -112,7 +115,9 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
             cols = geo.columns(cache_x, ch, buf if kept is None else np.empty_like(buf))  # (G, K, m)
             if kept is not None:
                 kept[ch] = cols
-            _matmul(w_mat, cols, geo.result_view(y, ch, res))  # (G, Fg, m)
+            out = _matmul(w_mat, cols, geo.result_view(y, ch, res))  # (G, Fg, m)
+            if bias is not None:
+                out += bias
             geo.store(y, ch, res)  # shift mode: keep the valid grid positions
     parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize), small=geo.threads(x.dtype.itemsize) == 1)
     return y, cache_x, kept
