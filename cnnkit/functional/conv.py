@@ -174,7 +174,8 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         w_t = w_mat.transpose(0, 2, 1)  # (G, K, Fg)
 
         def backward_chunks(chunks):  # each worker: its own dw sum; dx only in its images
-            dw_t = np.zeros(w_mat.transpose(0, 2, 1).shape, dtype=dy.dtype) if need_dw else None  # (G, K, Fg)
+            g_, fg_, k_ = w_mat.shape
+            dw_t = np.zeros((g_, k_, fg_), dtype=dy.dtype) if need_dw else None  # (G, K, Fg)
             buf, dbuf = geo.buffers(dy.dtype)
             for ch in chunks:
                 dy_mat = geo.gradient_columns(dy_cn, ch, dbuf)  # (G, Fg, m)
@@ -224,7 +225,9 @@ class _Geometry:
       computed for every padded-grid position (a few extra at the right and
       bottom borders, dropped afterwards) in exchange for long contiguous copies.
     - ``strided`` (stride > 1, one input channel, or a padded grid much larger than
-      the output): one strided 2-D slice per tap (window_slices).
+      the output): one strided 2-D slice per tap (window_slices). At stride 1 with
+      narrow outputs (``batch_inner``) the columns are ordered (taps, Ho, Wo, images)
+      so that each slice's rows are Wo*images long.
     """
 
     # Shift mode computes a column for every padded-grid position. Measured (fwd + bwd,
@@ -423,7 +426,7 @@ class _Geometry:
 
     def result_view(self, y: np.ndarray, chunk, res: np.ndarray) -> np.ndarray:
         """Where the chunk's (G, Fg, m) GEMM result goes: straight into y's
-        (F, N, Ho, Wo) memory, or (shift mode) into ``res``, for :meth:`store`."""
+        (F, N, Ho, Wo) memory, or (shift mode, batch-inner) into ``res``, for :meth:`store`."""
         _, _, a, b = chunk
         g, f = self.groups, self.w_shape[0]
         if self.mode == "shift" or self.batch_inner:
