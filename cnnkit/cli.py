@@ -32,7 +32,7 @@ RECIPES = {
                     schedule="cosine", augment=False, optimizer="sgd"),
     # conv-BN-ReLU x2, pool, x2, pool, with random horizontal flips: 93.46% test (val 94.20%)
     # after 11 epochs in 29 min 09 s on 2 worker threads (142-167 s per epoch); --seed 1: 93.75%
-    # (val 93.58%) in 27 min 53 s; rerun at 91cf805 (batch-inner columns): 93.54% (val 93.96%)
+    # (val 93.58%) in 27 min 53 s; rerun at c71d863 (batch-inner columns): 93.54% (val 93.96%)
     # in 27 min 04 s. With 10 epochs: 93.41% and 93.36% (seed 1), in 28:43 and 28:41. Twenty
     # epochs with --augment (crops) and flips: 93.56% (val 94.46%) in 48 min 43 s.
     # Before the threaded kernels 30 minutes held 8 epochs: 93.21%; with --label-smoothing 0.1:
