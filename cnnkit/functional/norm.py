@@ -219,16 +219,24 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     return y, BatchNormCache(batch_stats, xhat, inv_std, weight, bias is not None)
 
 
-def _batch_norm_running(x, X, weight, bias, running_mean, running_var, eps):
-    """Inference with running statistics: the per-channel affine map ``y = x * scale + shift``
-    with ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale`` (computed in
-    float64, as PyTorch's CPU kernel folds them), two passes instead of four. The cache is a
-    copy of the input: xhat is rebuilt in the backward only if dgamma is wanted."""
+def running_affine(weight, bias, running_mean, running_var, eps):
+    """Batch norm with running statistics as a per-channel affine map ``y = x * scale + shift``:
+    ``(inv_std, scale, shift)``, float64 (C,) each, with ``inv_std = 1 / sqrt(var + eps)``,
+    ``scale = gamma * inv_std`` and ``shift = beta - mean * scale`` (as PyTorch's CPU kernel
+    folds them). ``weight``/``bias`` may be None. Also used to fold a BatchNorm into a conv."""
     inv64 = 1.0 / np.sqrt(running_var.astype(np.float64) + eps)                # (C,)
     scale64 = inv64 if weight is None else inv64 * weight
     shift64 = -running_mean.astype(np.float64) * scale64
     if bias is not None:
         shift64 += bias
+    return inv64, scale64, shift64
+
+
+def _batch_norm_running(x, X, weight, bias, running_mean, running_var, eps):
+    """Inference with running statistics: ``y = x * scale + shift`` (:func:`running_affine`),
+    two passes instead of four. The cache is a copy of the input: xhat is rebuilt in the
+    backward only if dgamma is wanted."""
+    inv64, scale64, shift64 = running_affine(weight, bias, running_mean, running_var, eps)
     scale, shift = scale64.astype(x.dtype)[:, None], shift64.astype(x.dtype)[:, None]  # (C, 1)
     y = np.empty(X.shape, dtype=x.dtype)                                       # (C, M)
     keep = np.empty(X.shape, dtype=x.dtype)                                    # (C, M)

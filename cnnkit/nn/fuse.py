@@ -28,6 +28,7 @@ import numpy as np
 
 from .activation import Identity, ReLU, ReLU6
 from .containers import Graph, Sequential
+from ..functional.norm import running_affine
 from .conv import Conv2d
 from .module import Layer, Parameter
 from .norm import BatchNorm2d
@@ -37,13 +38,9 @@ __all__ = ["fuse_for_inference", "fold_batchnorm"]
 
 def fold_batchnorm(conv: Conv2d, bn: BatchNorm2d) -> None:
     """Fold ``bn`` (evaluation mode, running statistics) into ``conv``'s weight and bias, in place."""
-    mean, var = bn._buffers["running_mean"], bn._buffers["running_var"]
-    scale = 1.0 / np.sqrt(var.astype(np.float64) + bn.eps)                     # (F,)
-    if bn.weight is not None:
-        scale = scale * bn.weight.data
-    shift = -mean.astype(np.float64) * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.data
+    _, scale, shift = running_affine(None if bn.weight is None else bn.weight.data,
+                                     None if bn.bias is None else bn.bias.data,
+                                     bn._buffers["running_mean"], bn._buffers["running_var"], bn.eps)
     w = conv.weight.data
     conv.weight.data = (w.astype(np.float64) * scale[:, None, None, None]).astype(w.dtype)
     old_bias = 0.0 if conv.bias is None else conv.bias.data.astype(np.float64)
@@ -65,53 +62,42 @@ def fuse_for_inference(model: Layer) -> dict:
 
 def _fuse(layer: Layer, counts: dict) -> None:
     if isinstance(layer, Graph):
-        _fuse_graph(layer, counts)
+        _fuse_steps(layer, _graph_steps(layer), counts)
     elif isinstance(layer, Sequential):
-        _fuse_sequential(layer, counts)
+        names = [n for n, _ in layer.named_children()]
+        _fuse_steps(layer, list(zip(names, [None] + names[:-1])), counts)  # each reads the one before
     for _, child in layer.named_children():
         _fuse(child, counts)
 
 
-def _fuse_sequential(seq: Sequential, counts: dict) -> None:
-    names = [n for n, _ in seq.named_children()]
-    source = {}  # child name -> the Conv2d whose output it passes on unchanged, if any
-    for i, name in enumerate(names):
-        layer = seq._children[name]
-        prev = seq._children[names[i - 1]] if i > 0 else None
-        if prev is not None and _foldable(layer, prev):
-            fold_batchnorm(prev, layer)
-            seq._children[name] = layer = Identity().train(False)
-            counts["batchnorm_folded"] += 1
-        if isinstance(layer, Conv2d):
-            source[name] = layer
-        elif isinstance(layer, Identity) and i > 0:
-            source[name] = source.get(names[i - 1])
-        elif isinstance(layer, (ReLU, ReLU6)) and i > 0 and source.get(names[i - 1]) is not None \
-                and not layer.inplace:
-            layer.inplace = True
-            counts["relu_in_place"] += 1
-
-
-def _fuse_graph(graph: Graph, counts: dict) -> None:
+def _graph_steps(graph: Graph) -> list:
+    """``(node, source)`` in order: source is the node whose output this one alone reads, else None."""
     readers: dict[str, int] = {}
     for _, inputs in graph.nodes:
         for i in inputs:
             readers[i] = readers.get(i, 0) + 1
     for o in graph.output_names:
         readers[o] = readers.get(o, 0) + 1  # an output is read by the caller
-    source = {}  # node name -> the Conv2d whose output it holds, unchanged
-    for name, inputs in graph.nodes:
-        layer = graph._children[name]
-        src = inputs[0] if len(inputs) == 1 else None
-        single = src is not None and src in graph._children and readers.get(src) == 1
-        if single and _foldable(layer, graph._children[src]):
-            fold_batchnorm(graph._children[src], layer)
-            graph._children[name] = layer = Identity().train(False)
+    return [(name, inputs[0] if len(inputs) == 1 and inputs[0] in graph._children
+             and readers.get(inputs[0]) == 1 else None) for name, inputs in graph.nodes]
+
+
+def _fuse_steps(container: Layer, steps: list, counts: dict) -> None:
+    """Fold and set in place along ``steps``: ``(child name, source)`` in execution order,
+    where ``source`` names the only child whose output this child reads, if nothing else
+    reads it (None otherwise)."""
+    children = container._children
+    source = {}  # child name -> the Conv2d whose output it holds, unchanged
+    for name, src in steps:
+        layer = children[name]
+        if src is not None and _foldable(layer, children[src]):
+            fold_batchnorm(children[src], layer)
+            children[name] = layer = Identity().train(False)
             counts["batchnorm_folded"] += 1
         if isinstance(layer, Conv2d):
             source[name] = layer
-        elif isinstance(layer, Identity) and single:
+        elif isinstance(layer, Identity) and src is not None:
             source[name] = source.get(src)
-        elif isinstance(layer, (ReLU, ReLU6)) and single and source.get(src) is not None and not layer.inplace:
+        elif isinstance(layer, (ReLU, ReLU6)) and source.get(src) is not None and not layer.inplace:
             layer.inplace = True
             counts["relu_in_place"] += 1
