@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_kernels.md")))
     ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--only", help="run only the cases whose name contains this text")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="keep glibc's default mmap threshold (see cnnkit/runtime.py)")
     args = ap.parse_args()
@@ -113,6 +114,8 @@ def main():
     rng = np.random.default_rng(0)
     rows = []
     for case in CASES:
+        if args.only and args.only not in case[0]:
+            continue
         ours, theirs, flops = make_case(case, rng)
         t_ours = median_time(ours, args.repeats)
         t_torch = median_time(theirs, args.repeats)

@@ -17,6 +17,11 @@ conv columns, ranges of channels or of output features) and run them on ``n`` wo
 threads of their own, with NumPy's BLAS on one thread each (see the threads section
 below). ``Trainer()`` and the ``cnnkit`` command turn this on for every core; without
 it, kernels run serially and BLAS keeps its own threads.
+
+``set_jit(enabled)``: where Numba is installed, a few kernels that NumPy can only
+run as many full passes over memory (the depthwise convolution) use loops compiled
+by Numba instead (``cnnkit.functional._jit``); each has a NumPy twin that runs without
+it. On by default; ``CNNKIT_JIT=0`` in the environment turns it off.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ def tune_malloc(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) 
 # im2col with 2 BLAS threads 65+90, 18+33, 36+69 ms; cached chunks on 2 workers, BLAS on
 # one thread, 34+61, 12+28, 24+60 ms.
 
-_state = {"threads": None, "pool": None, "blas": None, "blas_threads": None}
+_state = {"threads": None, "pool": None, "blas": None, "blas_threads": None,
+          "jit": os.environ.get("CNNKIT_JIT", "1").strip().lower() not in ("0", "off", "false", "no"),
+          "jit_module": None}
 _local = threading.local()
 _lock = threading.Lock()
 
@@ -107,6 +114,29 @@ def set_num_threads(threads: int | None = None) -> int:
 def get_num_threads() -> int:
     """cnnkit's worker threads: 1 until :func:`set_num_threads` is called."""
     return _state["threads"] or 1
+
+
+def set_jit(enabled: bool) -> bool:
+    """Use the Numba-compiled kernels (where Numba is installed) or the NumPy ones.
+    Returns the previous setting."""
+    if not isinstance(enabled, bool):
+        raise ValueError(f"set_jit: enabled must be True or False (got {enabled!r})")
+    previous, _state["jit"] = _state["jit"], enabled
+    return previous
+
+
+def jit_kernels():
+    """The module of compiled kernels (``cnnkit.functional._jit``), imported on first
+    use; None when the JIT is off or Numba is not installed (the NumPy kernels run)."""
+    if not _state["jit"]:
+        return None
+    if _state["jit_module"] is None:
+        try:
+            from .functional import _jit
+            _state["jit_module"] = _jit
+        except ImportError:  # no Numba (or one that cannot load): NumPy it is
+            _state["jit_module"] = False
+    return _state["jit_module"] or None
 
 
 def configured() -> bool:

@@ -37,7 +37,7 @@ import functools
 import numpy as np
 
 from .._errors import value_error
-from ..runtime import get_num_threads, parallel_map, parallel_ranges, split_range
+from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_ranges, split_range
 from ._check import check_array, check_same_dtype, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -71,7 +71,17 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     w_mat = (w[:, :, ::-1, ::-1] if flip else w).reshape(g, fg, cg * kh * kw)  # (G, Fg, K)
 
     depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
-    if depthwise:  # K*K shifted multiply-adds instead of a column matrix and tiny GEMMs
+    jit = jit_kernels() if depthwise else None
+    if jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
+        xp = np.empty((c, n) + tuple(geo.padded_hw), dtype=x.dtype)  # (C, N, Hp, Wp)
+        y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
+        wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
+        bk = b if b is not None else np.empty(0, dtype=x.dtype)
+        parallel_ranges(lambda c0, c1: jit.depthwise_forward(x.transpose(1, 0, 2, 3), xp, wk, bk, y, pads[0],
+                                                             pads[2], *stride, *dilation, c0, c1),
+                        c, 2 * kh * kw * y.size)
+        cache_x = xp
+    elif depthwise:  # K*K shifted multiply-adds instead of a column matrix and tiny GEMMs
         xp = np.ascontiguousarray(geo.pad(x))  # (C, N, Hp, Wp)
         y = np.empty((c,) + geo.tap_shape, dtype=x.dtype)  # (C, L) or (C, N, Ho, Wo)
 
@@ -91,7 +101,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     else:
         keep = geo.keeps_columns(x.dtype.itemsize)  # small convs: chunk -> columns, for the backward
         y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b)
-    if b is not None and depthwise:
+    if b is not None and depthwise and jit is None:
         y += b[:, None, None, None]
     cache = (geo, cache_x, None if depthwise else kept, w_mat, groups, flip, b is not None, depthwise)
     return as_nchw(y), cache
@@ -138,7 +148,31 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     db = dy_cn.sum(axis=(1, 2, 3)) if has_bias else None
 
     dx = None
-    if depthwise:  # cache_x is the padded input
+    jit = jit_kernels() if depthwise else None
+    if jit is not None:  # compiled loops (cache_x is the padded input)
+        dy_c = dy_cn  # (C, N, Ho, Wo), any strides (the kernels copy its rows)
+        wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
+        dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else np.empty((0,) * 3, dtype=dy.dtype)
+        dh, dwl = geo.dilation
+        if geo.stride == (1, 1):  # dy spread on the padded grid, one flat run per tap
+            dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else np.empty((0,) * 4, dtype=dy.dtype)
+
+            def backward(c0, c1):
+                jit.depthwise_backward_flat(cache_x, wk, dy_c, dx, dwk, geo.pads[0], geo.pads[2], dh, dwl,
+                                            c0, c1, need_dx, need_dw)
+        else:  # one pass over dy for both, row by row
+            dxp = geo.zeros_padded(dy.dtype) if need_dx else np.empty((0,) * 4, dtype=dy.dtype)
+
+            def backward(c0, c1):
+                jit.depthwise_backward_rows(cache_x, wk, dy_c, dxp, dwk, *geo.stride, dh, dwl, c0, c1,
+                                            need_dx, need_dw)
+        parallel_ranges(backward, c, 3 * kh * kw * dy_c.size)
+        if need_dx:
+            dx = as_nchw(dx) if geo.stride == (1, 1) else crop_channel_major(dxp, geo.pads, (h, wd))
+        else:
+            dx = None
+        dw = dwk.reshape(geo.w_shape) if need_dw else None
+    elif depthwise:  # cache_x is the padded input
         dy_col = geo.output_to_col(dy_cn)  # (F, L) or (F, N, Ho, Wo)
         xp = cache_x
         dw = np.empty((c, kh * kw), dtype=dy.dtype)

@@ -151,8 +151,10 @@ def assert_depthwise_matches_torch(got, x, w, dy, stride, padding):
 
 
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (1, 0)])
-def test_depthwise_conv_two_threads(two_threads, stride, padding):
+@pytest.mark.parametrize("jit", [True, False])
+def test_depthwise_conv_two_threads(two_threads, monkeypatch, stride, padding, jit):
     from cnnkit.functional import conv as C
+    monkeypatch.setitem(runtime._state, "jit", jit)  # the compiled kernels (where Numba is) or NumPy's
     rng = np.random.default_rng(3)
     x = channel_major(rng.standard_normal((4, 64, 30, 30)))
     w = rng.standard_normal((64, 1, 3, 3))
@@ -170,8 +172,10 @@ def test_depthwise_conv_two_threads(two_threads, stride, padding):
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1)])
 def test_depthwise_conv_channel_blocks(monkeypatch, stride, padding):
     """One channel per cache block (every block boundary in play) gives the same bits as
-    one block per thread, and matches PyTorch in float64 (both shift and strided taps)."""
+    one block per thread, and matches PyTorch in float64 (both shift and strided taps).
+    This is the NumPy path: the JIT is off."""
     from cnnkit.functional import conv as C
+    monkeypatch.setitem(runtime._state, "jit", False)
     rng = np.random.default_rng(4)
     x = channel_major(rng.standard_normal((3, 24, 17, 17)))
     w = rng.standard_normal((24, 1, 3, 3))

@@ -1,0 +1,197 @@
+"""The Numba-compiled depthwise convolution (cnnkit.functional._jit) and its switch.
+
+The random sweeps of test_conv.py run whichever path is on (the compiled one where
+Numba is installed, which CI installs); here:
+- the sweeps' depthwise configurations once more with the JIT off (the NumPy twin) and
+  on, against PyTorch, and the two paths' forward outputs bit for bit;
+- the shapes the sweeps cannot reach: wide stride-1 rows (the row kernel), batches of
+  several flat blocks, dilation, channel multipliers staying on the GEMM path, the
+  gradients one at a time, two threads;
+- the switch: set_jit, CNNKIT_JIT=0, and that ``import cnnkit`` does not import Numba.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from cnnkit import runtime
+from cnnkit.functional.conv import conv2d_backward, conv2d_forward
+from tests.functional import test_conv as T
+
+numba = pytest.importorskip("numba")
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def jit(request):
+    """Runs the test with the JIT on (param True) or off (False), then restores it."""
+    previous = runtime.set_jit(request.param)
+    yield request.param
+    runtime.set_jit(previous)
+
+
+def _is_depthwise(cfg):
+    return cfg["groups"] == cfg["c_in"] == cfg["c_out"] and (cfg["kernel"], cfg["stride"], cfg["pads"]) != \
+        ((1, 1), (1, 1), (0, 0, 0, 0))
+
+
+DEPTHWISE = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _is_depthwise(c)]
+
+
+def test_sweeps_hold_enough_depthwise_configurations():
+    assert len(DEPTHWISE) >= 60
+    assert any(c["stride"] != (1, 1) for c in DEPTHWISE) and any(c["stride"] == (1, 1) for c in DEPTHWISE)
+    assert any(c["dilation"] != (1, 1) for c in DEPTHWISE) and any(c["flip"] for c in DEPTHWISE)
+
+
+def test_jit_is_used_by_default_where_numba_is_installed():
+    """So that the sweeps in test_conv.py test the compiled path."""
+    assert runtime.jit_kernels() is not None
+
+
+@pytest.mark.parametrize("jit", [True, False], indirect=True)
+def test_depthwise_sweep_matches_torch(jit):
+    for cfg in DEPTHWISE:
+        for dtype in (np.float32, np.float64):
+            x, w, b, dy = T.conv_arrays(cfg, dtype)
+            T.check_against(cfg, dtype, T.run_fast(cfg, x, w, b, dy), T.torch_conv(cfg, x, w, b, dy),
+                            T.abs_scales(cfg, x, w, b, dy))
+
+
+def test_depthwise_forward_same_bits_both_ways():
+    """The compiled forward sums the same float32 products in the same order as NumPy."""
+    for cfg in DEPTHWISE:
+        x, w, b, dy = T.conv_arrays(cfg, np.float32)
+        ys = []
+        for on in (True, False):
+            previous = runtime.set_jit(on)
+            try:
+                ys.append(T.run_fast(cfg, x, w, b, dy)[0])
+            finally:
+                runtime.set_jit(previous)
+        assert np.array_equal(ys[0], ys[1]), cfg
+
+
+def _torch_depthwise(x, w, b, dy, stride, padding, dilation):
+    xt, wt = torch.from_numpy(np.array(x)).requires_grad_(), torch.from_numpy(np.array(w)).requires_grad_()
+    bt = None if b is None else torch.from_numpy(np.array(b)).requires_grad_()
+    y = TF.conv2d(xt, wt, bt, stride, padding, dilation, w.shape[0])
+    y.backward(torch.from_numpy(np.array(dy)))
+    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), None if bt is None else bt.grad.numpy()
+
+
+SHAPES = [  # (N, C, H, W, kernel, stride, padding, dilation): what the sweeps do not reach
+    (2, 3, 20, 40, 3, 1, 1, 1),       # 40 wide: the row kernel at stride 1
+    (3, 4, 30, 33, (3, 5), 1, (2, 4), (2, 2)),  # wide, dilated, non-square
+    (20, 5, 14, 14, 3, 1, 1, 1),      # 20 padded 16x16 images: two flat blocks
+    (37, 2, 7, 7, 3, 1, 1, 1),        # 9x9: 50 images per block, one partial
+    (5, 6, 9, 9, 5, 1, 4, 2),         # padding wider than the kernel's reach needs
+    (2, 3, 29, 31, 3, 2, 1, 1),       # stride 2, wide
+    (2, 3, 13, 12, 3, (1, 2), 0, 1),  # stride 1 on rows, 2 on columns
+    (1, 8, 112, 112, 3, 1, 1, 1),     # MobileNet's first depthwise
+]
+
+
+@pytest.mark.parametrize("jit", [True, False], indirect=True)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_depthwise_shapes_match_torch_float64(jit, shape, bias):
+    n, c, h, wd, k, stride, padding, dilation = shape
+    k = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(hash((shape, bias)) % 2**32)
+    x = T.make_array(rng, (n, c, h, wd), "transposed", np.float64)
+    w = rng.standard_normal((c, 1) + k)
+    b = rng.standard_normal(c) if bias else None
+    y, cache = conv2d_forward(x, w, b, stride, padding, dilation, c)
+    dy = rng.standard_normal(y.shape)
+    got = (y, *conv2d_backward(dy, cache))
+    ref = _torch_depthwise(x, w, b, dy, stride, padding, dilation)
+    for name, g, r in zip(("y", "dx", "dw", "db"), got, ref):
+        if r is None:
+            assert g is None
+            continue
+        np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-11, err_msg=f"{name} for {shape}")
+
+
+@pytest.mark.parametrize("jit", [True], indirect=True)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_one_gradient_at_a_time(jit, stride):
+    """need_dx / need_dw alone give the same bits as both together, and None for the other."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 6, 11, 11)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    y, cache = conv2d_forward(x, w, None, stride, 1, 1, 6)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw, _ = conv2d_backward(dy, cache)
+    dx_only = conv2d_backward(dy, cache, need_dw=False)
+    dw_only = conv2d_backward(dy, cache, need_dx=False)
+    assert dx_only[1] is None and dw_only[0] is None
+    assert np.array_equal(dx_only[0], dx) and np.array_equal(dw_only[1], dw)
+
+
+@pytest.mark.parametrize("jit", [True], indirect=True)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_two_threads_same_bits(jit, stride):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 64, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    dy = None
+    results = []
+    for threads in (1, 2):
+        runtime.set_num_threads(threads)
+        try:
+            y, cache = conv2d_forward(x, w, None, stride, 1, 1, 64)
+            dy = rng.standard_normal(y.shape).astype(np.float32) if dy is None else dy
+            results.append((y, *conv2d_backward(dy, cache)[:2]))
+        finally:
+            runtime.set_num_threads(1)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit", [True], indirect=True)
+def test_depthwise_cache_immune_to_in_place_changes(jit):
+    """The backward reads the padded copy made in the forward, not x."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 9, 9))
+    w = rng.standard_normal((4, 1, 3, 3))
+    y, cache = conv2d_forward(x, w, None, 1, 1, 1, 4)
+    dy = rng.standard_normal(y.shape)
+    ref = _torch_depthwise(x, w, None, dy, 1, 1, 1)
+    x[...] = 0.0
+    dx, dw, _ = conv2d_backward(dy, cache)
+    np.testing.assert_allclose(dw, ref[2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, ref[1], rtol=1e-12, atol=1e-12)
+
+
+def test_set_jit_switches_and_validates():
+    previous = runtime.set_jit(False)
+    try:
+        assert runtime.jit_kernels() is None
+        assert runtime.set_jit(True) is False
+        assert runtime.jit_kernels() is not None
+        with pytest.raises(ValueError, match="set_jit"):
+            runtime.set_jit("yes")
+    finally:
+        runtime.set_jit(previous)
+
+
+def _run(code, **env):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **env}, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_environment_turns_jit_off_and_import_does_not_load_numba():
+    code = ("import sys, cnnkit; from cnnkit import runtime; print('numba' in sys.modules, "
+            "runtime.jit_kernels() is None)")
+    assert _run(code, CNNKIT_JIT="0") == "False True"
+    assert _run(code, CNNKIT_JIT="1") == "False False"
