@@ -129,7 +129,7 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
             if bias is not None:
                 out += bias
             geo.store(y, ch, res)  # shift mode: keep the valid grid positions
-    parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize), small=geo.threads(x.dtype.itemsize) == 1)
+    parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize), small=geo.serial(x.dtype.itemsize))
     return y, cache_x, kept
 
 
@@ -227,7 +227,7 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         dy_cn = geo.gradient_source(dy_cn)
         itemsize = dy.dtype.itemsize
         if need_dw or need_dx:
-            parts = parallel_map(backward_chunks, geo.chunks(itemsize), small=geo.threads(itemsize) == 1)
+            parts = parallel_map(backward_chunks, geo.chunks(itemsize), small=geo.serial(itemsize))
         if need_dw:  # (G, K, Fg) -> (G, Fg, K) -> (F, Cg, kH, kW)
             dw = np.ascontiguousarray(sum(parts[1:], parts[0]).transpose(0, 2, 1)).reshape(geo.w_shape)
         if need_dx:
@@ -300,6 +300,11 @@ class _Geometry:
     # (and col2im's add) then moves rows of Wo*images elements instead of Wo. A chunk's
     # padded input is transposed to (C, Hp, Wp, images) first, and its result back.
     batch_inner_max_width = 16
+    # Below parallel_bytes of columns, a conv with at least this many multiply-adds still
+    # hands its one chunk's GEMM to BLAS on every core (see serial). Measured at batch 1,
+    # 2 threads: MobileNet v1's 1x1 512->512 @14 1.69 -> 1.13 ms; the whole net
+    # (bench_onnx) 50 -> 28 ms, ResNet-50 about 184 -> 165 ms.
+    blas_thread_macs = 1 << 22
 
     @property
     def batch_inner(self) -> bool:
@@ -390,6 +395,15 @@ class _Geometry:
         handing chunks to threads costs more than it saves."""
         size = self._image_columns() * self.x_shape[0] * itemsize
         return get_num_threads() if size >= self.parallel_bytes else 1
+
+    def serial(self, itemsize: int) -> bool:
+        """Run the chunks on the calling thread with BLAS on one thread: under
+        ``parallel_bytes`` of columns and ``blas_thread_macs`` multiply-adds. A conv with
+        few columns but a large GEMM (batch 1: ResNet-50's 3x3 512->512 at 7x7 has 0.9 MB
+        of columns and 116M multiply-adds) is one chunk whose GEMM gets every core."""
+        n, f = self.x_shape[0], self.w_shape[0]
+        macs = f * (self._image_columns() // self.groups) * n
+        return self.threads(itemsize) == 1 and macs < self.blas_thread_macs
 
     def keeps_columns(self, itemsize: int) -> bool:
         size = self._image_columns() * self.x_shape[0] * itemsize

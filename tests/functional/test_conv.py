@@ -399,6 +399,22 @@ def test_batch_inner_choice():
     assert not geo((8, 32, 14, 14), (32, 32, 1, 1), (0, 0, 0, 0)).batch_inner       # pointwise
 
 
+def test_serial_choice(monkeypatch):
+    """Small convs run on the calling thread; a batch-1 conv with few columns but a large
+    GEMM is one chunk whose GEMM gets BLAS on every core; big convs split by images."""
+    from cnnkit import runtime
+    from cnnkit.functional import conv
+    monkeypatch.setitem(runtime._state, "threads", 2)
+    geo = lambda x, w, pads, g=1: conv._Geometry(
+        x, w, pads, (1, 1), (1, 1), output_hw(x[2:], w[2:], (1, 1), (1, 1), pads, "t"), g)
+    assert geo((2, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)).serial(4)                 # LeNet's C2, batch 2
+    r50 = geo((1, 512, 7, 7), (512, 512, 3, 3), (1, 1, 1, 1))                          # 0.9 MB of columns
+    assert r50.threads(4) == 1 and not r50.serial(4) and len(list(r50.chunks(4))) == 1
+    assert not geo((1, 512, 14, 14), (512, 512, 1, 1), (0, 0, 0, 0)).serial(4)        # MobileNet's 1x1
+    big = geo((64, 32, 28, 28), (32, 32, 3, 3), (1, 1, 1, 1))
+    assert big.threads(4) == 2 and not big.serial(4) and len(list(big.chunks(4))) >= 2
+
+
 def test_dx_path_choice(monkeypatch):
     """The default: dx as a convolution in strided mode from 32 channels per group,
     at stride 1 and pads no wider than the dilated kernel; col2im elsewhere."""
