@@ -19,8 +19,8 @@ below). ``Trainer()`` and the ``cnnkit`` command turn this on for every core; wi
 it, kernels run serially and BLAS keeps its own threads.
 
 ``set_jit(enabled)``: where Numba is installed, a few kernels that NumPy can only
-run as many full passes over memory (the depthwise convolution) use loops compiled
-by Numba instead (``cnnkit.functional._jit``); each has a NumPy twin that runs without
+run as many full passes over memory (the depthwise convolution, batch norm with
+batch statistics, the ReLU forward) use loops compiled by Numba instead (``cnnkit.functional._jit``); each has a NumPy twin that runs without
 it. On by default; ``CNNKIT_JIT=0`` in the environment turns it off.
 """
 

@@ -244,3 +244,82 @@ def depthwise_backward_rows(xp, w, dy, dxp, dwk, sh, sw, dh, dw, c0, c1, need_dx
                     for j in range(wo):
                         total += a[j]
                     dwk[c, p, q] = total
+
+
+# ---- batch normalization with batch statistics (training) ----------------------------
+# NumPy makes about eleven passes over memory for the forward (sums, centring, a squared
+# temporary, scaling, gamma, beta) and thirteen for the backward; these loops make three
+# and two per channel row, the statistics in float64 (reassociated, so they vectorize).
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1):  # pragma: no cover
+    """Rows c0..c1-1 of X (C, M): mean and biased variance in float64 (two passes), then
+    ``xhat = (x - mean) * inv_std`` and ``y = xhat * weight + bias`` in X's dtype, the
+    same operations as the NumPy path. weight/bias: (C,) or empty for none; y may be
+    xhat itself when both are empty."""
+    m = X.shape[1]
+    affine = weight.shape[0] > 0 or bias.shape[0] > 0
+    for c in range(c0, c1):
+        row = X[c]
+        s = 0.0
+        for t in range(m):
+            s += np.float64(row[t])
+        mean = s / m
+        s = 0.0
+        for t in range(m):
+            d = np.float64(row[t]) - mean
+            s += d * d
+        var = s / m
+        inv = 1.0 / np.sqrt(var + eps)
+        mean64[c], var64[c], inv_std[c] = mean, var, inv
+        mu, iv = row.dtype.type(mean), inv_std[c]
+        xh = xhat[c]
+        for t in range(m):
+            xh[t] = (row[t] - mu) * iv
+        if affine:
+            g = weight[c] if weight.shape[0] > 0 else row.dtype.type(1.0)
+            b = bias[c] if bias.shape[0] > 0 else row.dtype.type(0.0)
+            out = y[c]
+            if weight.shape[0] > 0 and bias.shape[0] > 0:
+                for t in range(m):
+                    out[t] = xh[t] * g + b
+            elif weight.shape[0] > 0:
+                for t in range(m):
+                    out[t] = xh[t] * g
+            else:
+                for t in range(m):
+                    out[t] = xh[t] + b
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+def batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1):  # pragma: no cover
+    """Rows c0..c1-1: ``dbeta = sum(dy)``, ``dgamma = sum(dy * xhat)`` (float64, one pass),
+    then ``dx = dy*scale - (xhat*a + b)`` with ``a = scale*dgamma/n``, ``b = scale*dbeta/n``
+    in D's dtype, the same operations as the NumPy path."""
+    m = D.shape[1]
+    for c in range(c0, c1):
+        d, xh = D[c], XH[c]
+        sb, sg = 0.0, 0.0
+        for t in range(m):
+            v = np.float64(d[t])
+            sb += v
+            sg += v * np.float64(xh[t])
+        dbeta64[c], dgamma64[c] = sb, sg
+        sc = scale[c]
+        a = d.dtype.type(np.float64(sc) * (sg / m))
+        b = d.dtype.type(np.float64(sc) * (sb / m))
+        out = dx[c]
+        for t in range(m):
+            out[t] = d[t] * sc - (xh[t] * a + b)
+
+
+# ---- ReLU ----------------------------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def relu(x, y):  # pragma: no cover - compiled
+    """``y = max(x, 0)`` over 1-D arrays (y may be x), NaN kept as NaN (as PyTorch and
+    np.maximum do). np.maximum checks for NaN on its way; this select vectorizes:
+    2M float32 elements 1.79 -> 0.67 ms on one thread."""
+    zero = x.dtype.type(0)
+    for t in range(x.shape[0]):
+        v = x[t]
+        y[t] = zero if v <= zero else v

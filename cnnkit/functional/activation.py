@@ -31,7 +31,7 @@ import numbers
 import numpy as np
 
 from .._errors import type_error, value_error
-from ..runtime import parallel_ranges
+from ..runtime import jit_kernels, parallel_ranges
 from ._check import check_array
 
 # LeCun et al. 1998, "Efficient BackProp" / LeNet-5 (appendix A): f(x) = A tanh(S x)
@@ -100,8 +100,25 @@ def relu_forward(x: np.ndarray, inplace: bool = False):
     """
     _check_float(x, "relu")
     y = x if inplace else np.empty_like(x)  # same memory layout as x
-    _by_channels(lambda s: np.maximum(x[s], 0, out=y[s]), x)
+    jit = jit_kernels()
+    xf = _dense_flat(x) if jit is not None else None
+    yf = _dense_flat(y) if xf is not None else None
+    if yf is not None:  # compiled select over the memory in order, in ranges on the workers
+        parallel_ranges(lambda a, b: jit.relu(xf[a:b], yf[a:b]), xf.size, 2 * xf.size)
+    else:
+        _by_channels(lambda s: np.maximum(x[s], 0, out=y[s]), x)
     return y, (y,)
+
+
+def _dense_flat(a: np.ndarray) -> np.ndarray | None:
+    """A 1-D view of ``a``'s memory when it is C-contiguous or channel-major (C, N, ...)
+    memory seen as (N, C, ...) - what conv and batch-norm outputs are - else None. Two
+    arrays of the same shape and layout give views whose elements correspond."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    if a.ndim >= 2 and np.swapaxes(a, 0, 1).flags.c_contiguous:
+        return np.swapaxes(a, 0, 1).reshape(-1)
+    return None
 
 
 def relu_backward(dy: np.ndarray, cache) -> np.ndarray:

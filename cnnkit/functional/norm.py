@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._errors import type_error, value_error
-from ..runtime import parallel_ranges
+from ..runtime import jit_kernels, parallel_ranges
 from ._check import check_array, check_same_dtype
 
 __all__ = [
@@ -195,6 +195,13 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     mean64, var64 = np.zeros(channels), np.ones(channels)                      # (C,) biased var
     inv_std = np.empty(channels, dtype=x.dtype)                                # (C,)
 
+    jit = jit_kernels() if n > 0 else None
+    if jit is not None:  # the same statistics and arithmetic, 3 passes instead of about 11
+        empty = np.empty(0, dtype=x.dtype)
+        w_k, b_k = (empty if v is None else v for v in (weight, bias))
+        parallel_ranges(lambda c0, c1: jit.batch_norm_forward(X, w_k, b_k, xhat, y, mean64, var64, inv_std,
+                                                              eps, c0, c1), channels, 3 * X.size)
+
     def normalize(c0, c1):  # channels c0..c1-1
         Xr, xh = X[c0:c1], xhat[c0:c1]
         if n > 0:
@@ -208,7 +215,8 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
             np.multiply(xh, weight[c0:c1, None], out=y[c0:c1])
         if bias is not None:
             np.add(y[c0:c1] if weight is not None else xh, bias[c0:c1, None], out=y[c0:c1])
-    parallel_ranges(normalize, channels, 3 * X.size)
+    if jit is None:
+        parallel_ranges(normalize, channels, 3 * X.size)
 
     if update and n > 0:
         unbiased = var64 * (n / (n - 1))
@@ -283,6 +291,11 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
     scale = inv_std if weight is None else weight * inv_std                    # (C,) gamma / sigma
     dx = np.empty(D.shape, dtype=dtype)                                        # (C, M)
 
+    jit = jit_kernels() if batch_stats and n > 0 else None
+    if jit is not None:  # the same arithmetic in 2 passes instead of about 13
+        parallel_ranges(lambda c0, c1: jit.batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1),
+                        channels, 4 * D.size)
+
     def channel_grads(c0, c1):  # channels c0..c1-1 (run on worker threads)
         Dr, dxr, sc = D[c0:c1], dx[c0:c1], scale[c0:c1, None]
         dbeta64[c0:c1] = _row_sums(Dr)
@@ -300,7 +313,8 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
             t = np.multiply(XH[c0:c1], a[:, None])
             t += b[:, None]
             dxr -= t
-    parallel_ranges(channel_grads, channels, 4 * D.size)
+    if jit is None:
+        parallel_ranges(channel_grads, channels, 4 * D.size)
     dx = _from_channel_rows(dx, shape)
     dweight = None if weight is None else dgamma64.astype(dtype)
     dbias = dbeta64.astype(dtype) if has_bias else None

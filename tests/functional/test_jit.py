@@ -195,3 +195,30 @@ def test_environment_turns_jit_off_and_import_does_not_load_numba():
             "runtime.jit_kernels() is None)")
     assert _run(code, CNNKIT_JIT="0") == "False True"
     assert _run(code, CNNKIT_JIT="1") == "False False"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel_major", "strided", "2d", "0-size"])
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_forward_same_bits_both_ways_and_torch(layout, inplace, dtype):
+    """The compiled ReLU (dense memory) and np.maximum (everything else) give the same
+    bits, keep NaN and infinities as PyTorch does, and the output keeps x's layout."""
+    from cnnkit.functional.activation import relu_forward
+    rng = np.random.default_rng(9)
+    base = rng.standard_normal((6, 5, 7, 9)).astype(dtype)
+    base[0, 0, 0, :4] = [np.nan, -0.0, np.inf, -np.inf]
+    x = {"nchw": base, "channel_major": np.ascontiguousarray(base.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
+         "strided": base[:, ::2], "2d": base.reshape(30, 63), "0-size": base[:0]}[layout]
+    ref = torch.relu(torch.from_numpy(np.array(x))).numpy()
+    outs = []
+    for on in (True, False):
+        previous = runtime.set_jit(on)
+        try:
+            xin = x.copy(order="K") if inplace else x
+            y = relu_forward(xin, inplace)[0]
+            assert (y is xin) == inplace and (y.size == 0 or layout == "strided" or y.strides == xin.strides)
+            outs.append(y)
+        finally:
+            runtime.set_jit(previous)
+    assert np.array_equal(outs[0], outs[1], equal_nan=True)
+    assert np.array_equal(outs[0], ref, equal_nan=True)
