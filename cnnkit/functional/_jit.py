@@ -51,12 +51,17 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1):  # pragma
     flat = sh == 1 and sw == 1 and y.shape[3] <= FLAT_MAX_WIDTH
     hw = xp.shape[2] * xp.shape[3]
     scratch = np.empty(max(1, FLAT_BLOCK // hw) * hw if flat else 0, dtype=y.dtype)
+    wq = (xp.shape[3] + sw - 1) // sw
+    ph = np.empty((sw, xp.shape[1], xp.shape[2], wq) if sw > 1 else (0, 0, 0, 0), dtype=y.dtype)
     for c in range(c0, c1):
         _pad_channel(x, xp, c, pt, pl)
         if flat:
             _forward_flat(xp, w, y, dh, dw, c, c + 1, scratch)
+        elif sw > 1:
+            _column_phases(xp, c, sw, ph)
+            _forward_rows(ph, w, y, sh, sw, dh, dw, c)
         else:
-            _forward_rows(xp, w, y, sh, sw, dh, dw, c, c + 1)
+            _forward_rows(xp[c:c + 1], w, y, sh, 1, dh, dw, c)
         if b.shape[0] > 0:
             bv = b[c]
             for n in range(y.shape[1]):
@@ -124,34 +129,40 @@ def _forward_flat(xp, w, y, dh, dw, c0, c1, scratch):  # pragma: no cover - comp
 
 
 @numba.njit(nogil=True, cache=True)
-def _forward_rows(xp, w, y, sh, sw, dh, dw, c0, c1):  # pragma: no cover - compiled
+def _column_phases(xp, c, sw, ph):  # pragma: no cover - compiled
+    """``ph[r, n, a, j] = xp[c, n, a, j*sw + r]``: channel c's padded columns split by their
+    remainder mod the column stride, so that a strided tap reads a contiguous run."""
+    wp = xp.shape[3]
+    for n in range(xp.shape[1]):
+        for a in range(xp.shape[2]):
+            row = xp[c, n, a]
+            for r in range(sw):
+                dst = ph[r, n, a]
+                for j in range((wp - r + sw - 1) // sw):
+                    dst[j] = row[j * sw + r]
+
+
+@numba.njit(nogil=True, cache=True)
+def _forward_rows(ph, w, y, sh, sw, dh, dw, c):  # pragma: no cover - compiled
+    """Channel c, one output row at a time; ph: the channel's padded input split into
+    column phases (sw, N, Hp, ceil(Wp/sw)) (at sw = 1, just the channel), so that every
+    tap reads a contiguous run: column j*sw + q*dw is phase (q*dw) % sw, index
+    (q*dw) // sw + j."""
     nb, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     kh, kw = w.shape[1], w.shape[2]
-    span = (wo - 1) * sw + 1
-    for c in range(c0, c1):
-        for n in range(nb):
-            for i in range(ho):
-                out = y[c, n, i]
-                for p in range(kh):
-                    row = xp[c, n, i * sh + p * dh]
-                    for q in range(kw):
-                        wv, off = w[c, p, q], q * dw
-                        if sw == 1:  # unit stride: contiguous, vectorized
-                            src = row[off:off + wo]
-                            if p == 0 and q == 0:
-                                for j in range(wo):
-                                    out[j] = wv * src[j]
-                            else:
-                                for j in range(wo):
-                                    out[j] += wv * src[j]
-                        else:
-                            src2 = row[off:off + span:sw]
-                            if p == 0 and q == 0:
-                                for j in range(wo):
-                                    out[j] = wv * src2[j]
-                            else:
-                                for j in range(wo):
-                                    out[j] += wv * src2[j]
+    for n in range(nb):
+        for i in range(ho):
+            out = y[c, n, i]
+            for p in range(kh):
+                for q in range(kw):
+                    wv, off = w[c, p, q], q * dw
+                    src = ph[off % sw, n, i * sh + p * dh, off // sw:off // sw + wo]
+                    if p == 0 and q == 0:
+                        for j in range(wo):
+                            out[j] = wv * src[j]
+                    else:
+                        for j in range(wo):
+                            out[j] += wv * src[j]
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})

@@ -95,6 +95,7 @@ SHAPES = [  # (N, C, H, W, kernel, stride, padding, dilation): what the sweeps d
     (5, 6, 9, 9, 5, 1, 4, 2),         # padding wider than the kernel's reach needs
     (2, 3, 29, 31, 3, 2, 1, 1),       # stride 2, wide
     (2, 3, 13, 12, 3, (1, 2), 0, 1),  # stride 1 on rows, 2 on columns
+    (2, 3, 40, 41, (3, 4), 3, 2, (1, 2)),  # stride 3: three column phases, dilated
     (1, 8, 112, 112, 3, 1, 1, 1),     # MobileNet's first depthwise
 ]
 
