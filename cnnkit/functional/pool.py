@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import value_error
-from ..runtime import parallel_ranges
+from ..runtime import jit_kernels, parallel_ranges
 from ._check import check_array, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -59,7 +59,8 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     - separable (finite output): a 2-D max is a max along W followed by a max along
       H, so only kW + kH running maxima are taken instead of kH*kW; backward finds
       each winner again by equality, first along H, then along W, which picks the
-      first maximum in row-major window order (PyTorch's tie rule);
+      first maximum in row-major window order (PyTorch's tie rule); where Numba is
+      installed (``cnnkit.runtime.set_jit``) one compiled pass does that search;
     - argmax (an output with NaN or infinities, and ``max_pool2d_indices``): one running
       maximum over all kH*kW offsets that remembers which offset won (NaN wins,
       as in PyTorch).
@@ -94,6 +95,13 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Route each ``dy`` to the argmax of its window; overlapping windows accumulate."""
     path, (x_shape, pads, size_hw, kernel, stride, dilation, out_hw) = cache[:2]
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
+    jit = jit_kernels() if path == "separable" else None
+    if jit is not None:  # compiled: each dy added at its window's first maximum, one pass
+        xp, _, y = cache[2:]
+        dxp = np.zeros(xp.shape, dtype=dy.dtype)  # (C, N, Hp, Wp)
+        parallel_ranges(lambda c0, c1: jit.max_pool_route(dy_cn, xp, y, dxp, *kernel, *stride, *dilation, c0, c1),
+                        xp.shape[0], 2 * xp.size)
+        return crop_channel_major(dxp, pads, x_shape[2:])
     if path == "separable" and tuple(kernel) == tuple(stride) and tuple(dilation) == (1, 1):
         xp, _, y = cache[2:]
         dxp = np.empty(xp.shape, dtype=dy.dtype)  # (C, N, Hp, Wp)

@@ -10,31 +10,16 @@ import torch.nn.functional as F
 from cnnkit.functional.norm import (alexnet_alpha_to_torch, batch_norm, batch_norm_backward,
                                     batch_norm_forward, local_response_norm,
                                     local_response_norm_backward, local_response_norm_forward)
+from tests.functional.conftest import jit_both_ways
 from tests.helpers import assert_close, numeric_grad, to_numpy, to_torch
 
 SHAPES = [(5, 3), (3, 2, 4), (2, 3, 2, 3)]
 
 
 def pytest_generate_tests(metafunc):
-    """Every batch-norm test runs twice: with the Numba-compiled training kernels (where
-    Numba is installed) and with the NumPy ones (cnnkit.runtime.set_jit, see _jit_switch)."""
-    if "batch_norm" in metafunc.function.__name__:
-        metafunc.fixturenames.append("jit_mode")
-        metafunc.parametrize("jit_mode", [True, False], ids=["jit", "numpy"])
-
-
-@pytest.fixture(autouse=True)
-def _jit_switch(request):
-    callspec = getattr(request.node, "callspec", None)
-    mode = callspec.params.get("jit_mode") if callspec is not None else None
-    if mode is None:
-        yield
-        return
-    from cnnkit import runtime
-    previous = runtime.set_jit(mode)
-    assert (runtime.jit_kernels() is not None) == (mode and runtime._state["jit_module"] is not False)
-    yield
-    runtime.set_jit(previous)
+    """Every batch-norm test runs with the Numba-compiled training kernels (where Numba
+    is installed) and with the NumPy ones (conftest.py)."""
+    jit_both_ways(metafunc, "batch_norm" in metafunc.function.__name__)
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
 

@@ -24,6 +24,7 @@ from cnnkit.functional.pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_bac
                                     avg_pool2d_forward, global_avg_pool2d, max_pool2d,
                                     max_pool2d_backward, max_pool2d_forward)
 from tests.functional.test_conv import LAYOUTS, LECTURE_IMAGE, assert_close, make_array
+from tests.functional.conftest import jit_both_ways
 from tests.helpers import numeric_grad
 
 torch.set_num_threads(1)
@@ -33,6 +34,13 @@ N_NAIVE_CHUNKS, NAIVE_CHUNK = 4, 50         # 200 per pool kind against the loop
 N_ORACLE_VS_TORCH = 100
 
 PAD_FORMS = ("int", "pair", "quad", "valid", "same")
+
+
+def pytest_generate_tests(metafunc):
+    """The max-pool tests (and the sweeps, which take a pool kind) run with the compiled
+    backward (where Numba is installed) and with NumPy's (conftest.py)."""
+    name = metafunc.function.__name__
+    jit_both_ways(metafunc, "max_pool" in name or "kind" in metafunc.fixturenames or "op" in metafunc.fixturenames)
 
 
 # ---------------------------------------------------------------------------------
