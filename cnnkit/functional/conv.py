@@ -72,7 +72,16 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
 
     depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
     jit = jit_kernels() if depthwise else None
-    if jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
+    direct = _direct(geo, depthwise)
+    if direct is not None:  # a tiny K = C*kH*kW: compiled shifted multiply-adds, no columns
+        cache_x = geo.source(x)  # padded (C, N, Hp, Wp), as the column path keeps
+        y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
+        wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
+        bk = b if b is not None else np.empty(0, dtype=x.dtype)
+        parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1),
+                        n, y.size * cg * kh * kw)
+        kept = None
+    elif jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
         xp = np.empty((c, n) + tuple(geo.padded_hw), dtype=x.dtype)  # (C, N, Hp, Wp)
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
@@ -149,7 +158,19 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
 
     dx = None
     jit = jit_kernels() if depthwise else None
-    if jit is not None:  # compiled loops (cache_x is the padded input)
+    direct = _direct(geo, depthwise)
+    if direct is not None:  # compiled, by images; each range returns its share of dw (float64)
+        wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
+        dx_cn = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else np.empty((0,) * 4, dtype=dy.dtype)
+        parts = []
+        parallel_ranges(lambda n0, n1: parts.append(direct.conv_direct_backward(
+            cache_x, wk, dy_cn, dx_cn, geo.pads[0], geo.pads[2], *geo.dilation, n0, n1, need_dx, need_dw)),
+            n, 2 * dy.size * cg * kh * kw)
+        dx = as_nchw(dx_cn) if need_dx else None
+        dw = sum(parts[1:], parts[0]).astype(dy.dtype) if need_dw and parts else None
+        if need_dw and not parts:  # an empty batch
+            dw = np.zeros(geo.w_shape, dtype=dy.dtype)
+    elif jit is not None:  # compiled loops (cache_x is the padded input)
         dy_c = dy_cn  # (C, N, Ho, Wo), any strides (the kernels copy its rows)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else np.empty((0,) * 3, dtype=dy.dtype)
@@ -237,6 +258,17 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     elif flip:
         dw = np.ascontiguousarray(dw[:, :, ::-1, ::-1])
     return dx, dw, db
+
+
+def _direct(geo: "_Geometry", depthwise: bool):
+    """The compiled kernels when this conv runs direct (stride 1, one group, not 1x1, and
+    K = C*kH*kW at most ``DIRECT_MAX_K``: see cnnkit/functional/_jit.py), else None."""
+    if depthwise or geo.groups != 1 or geo.stride != (1, 1) or geo.mode == "pointwise":
+        return None
+    jit = jit_kernels()
+    if jit is None or geo.x_shape[1] * geo.w_shape[2] * geo.w_shape[3] > jit.DIRECT_MAX_K:
+        return None
+    return jit
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -45,6 +45,92 @@ def _is_depthwise(cfg):
 DEPTHWISE = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _is_depthwise(c)]
 
 
+def _is_direct(cfg):
+    kh, kw = cfg["kernel"]
+    return (cfg["groups"] == 1 and cfg["stride"] == (1, 1) and not _is_depthwise(cfg)
+            and ((kh, kw), cfg["pads"]) != ((1, 1), (0, 0, 0, 0)) and cfg["c_in"] * kh * kw <= 32)
+
+
+def _direct_configs(count, seed=20261126):
+    """``count`` random configurations of the test_conv sweeps' kind that take the direct
+    path (drawn with the sweeps' generator and kept when they qualify)."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < count:
+        cfg = T.draw_conv_config(rng, small=bool(rng.random() < 0.5))
+        if _is_direct(cfg):
+            out.append(cfg)
+    return out
+
+
+DIRECT = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _is_direct(c)] + _direct_configs(130)
+
+
+def test_sweeps_hold_enough_direct_configurations():
+    assert len(DIRECT) >= 60
+    assert any(c["dilation"] != (1, 1) for c in DIRECT) and any(c["flip"] for c in DIRECT)
+    assert any(c["c_in"] > 1 for c in DIRECT) and any(c["n"] == 0 for c in DIRECT)
+
+
+@pytest.mark.parametrize("jit", [True, False], indirect=True)
+def test_direct_sweep_matches_torch(jit):
+    """The sweeps' small-K convs (compiled direct path with the JIT on, im2col off)."""
+    for cfg in DIRECT:
+        for dtype in (np.float32, np.float64):
+            x, w, b, dy = T.conv_arrays(cfg, dtype)
+            T.check_against(cfg, dtype, T.run_fast(cfg, x, w, b, dy), T.torch_conv(cfg, x, w, b, dy),
+                            T.abs_scales(cfg, x, w, b, dy))
+
+
+def test_direct_choice():
+    """Direct: stride 1, one group, not 1x1, K = C*kH*kW <= 32 (LeNet's C1, a 3-channel
+    3x3); im2col for LeNet's C2 (K = 150), stride 2, groups, 1x1."""
+    from cnnkit.functional import conv
+    from cnnkit.functional.window import output_hw
+    geo = lambda x, w, pads, stride=(1, 1), g=1: conv._Geometry(
+        x, w, pads, stride, (1, 1), output_hw(x[2:], w[2:], stride, (1, 1), pads, "t"), g)
+    assert conv._direct(geo((64, 1, 28, 28), (6, 1, 5, 5), (2, 2, 2, 2)), False) is not None
+    assert conv._direct(geo((8, 3, 32, 32), (16, 3, 3, 3), (1, 1, 1, 1)), False) is not None
+    assert conv._direct(geo((64, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)), False) is None
+    assert conv._direct(geo((8, 3, 32, 32), (16, 3, 3, 3), (1, 1, 1, 1), (2, 2)), False) is None
+    assert conv._direct(geo((8, 4, 32, 32), (8, 2, 3, 3), (1, 1, 1, 1), g=2), False) is None
+    assert conv._direct(geo((8, 16, 32, 32), (16, 16, 1, 1), (0, 0, 0, 0)), False) is None
+    previous = runtime.set_jit(False)
+    try:
+        assert conv._direct(geo((64, 1, 28, 28), (6, 1, 5, 5), (2, 2, 2, 2)), False) is None
+    finally:
+        runtime.set_jit(previous)
+
+
+@pytest.mark.parametrize("jit", [True], indirect=True)
+@pytest.mark.parametrize("need", ["both", "dx", "dw"])
+def test_direct_two_threads_and_one_gradient(jit, need):
+    """Images split over two threads give the same bits as one thread (dw: the ranges'
+    float64 shares summed); need_dx / need_dw alone give the same as both."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((9, 3, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    out = []
+    for threads in (1, 2):
+        runtime.set_num_threads(threads)
+        try:
+            y, cache = conv2d_forward(x, w, None, 1, 1)
+            dy = np.asarray(np.random.default_rng(12).standard_normal(y.shape), np.float32)
+            got = conv2d_backward(dy, cache, need_dx=need != "dw", need_dw=need != "dx")
+            out.append((y,) + got[:2])
+        finally:
+            runtime.set_num_threads(1)
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    for a, b in zip(out[0][1:], out[1][1:]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    both = conv2d_backward(dy, cache)
+    if need == "dx":
+        assert out[1][2] is None and np.array_equal(out[1][1], both[0])
+    if need == "dw":
+        assert out[1][1] is None and np.allclose(out[1][2], both[1], rtol=1e-6, atol=1e-6)
+
+
 def test_sweeps_hold_enough_depthwise_configurations():
     assert len(DEPTHWISE) >= 60
     assert any(c["stride"] != (1, 1) for c in DEPTHWISE) and any(c["stride"] == (1, 1) for c in DEPTHWISE)
