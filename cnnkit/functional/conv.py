@@ -45,7 +45,7 @@ from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1, flip: bool = False, *,
-                   where: str = "conv2d"):
+                   relu: bool = False, where: str = "conv2d"):
     """Forward pass of a 2-D convolution. Returns ``(y, cache)``.
 
     Args:
@@ -57,6 +57,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
             is depthwise; F = m*C gives a channel multiplier m).
         flip: True computes a true convolution (kernel rotated 180 degrees);
             the default is the correlation that CNNs use.
+        relu: apply ``max(y, 0)`` to the output while each part of it is in cache
+            (inference: ``cnnkit.nn.fuse_for_inference``). The cache then serves no
+            backward: :func:`conv2d_backward` refuses it.
 
     Shape:
         ``H_out = floor((H + P_top + P_bottom - dilation*(kH - 1) - 1)/stride + 1)``,
@@ -78,7 +81,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
         bk = b if b is not None else np.empty(0, dtype=x.dtype)
-        parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1),
+        parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1, relu),
                         n, y.size * cg * kh * kw)
         kept = None
     elif jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
@@ -87,7 +90,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else np.empty(0, dtype=x.dtype)
         parallel_ranges(lambda c0, c1: jit.depthwise_forward(x.transpose(1, 0, 2, 3), xp, wk, bk, y, pads[0],
-                                                             pads[2], *stride, *dilation, c0, c1),
+                                                             pads[2], *stride, *dilation, c0, c1, relu),
                         c, 2 * kh * kw * y.size)
         cache_x = xp
     elif depthwise:  # K*K shifted multiply-adds instead of a column matrix and tiny GEMMs
@@ -109,16 +112,20 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         y = geo.col_to_output(y.reshape(f, -1))  # (F, N, Ho, Wo), compact
     else:
         keep = geo.keeps_columns(x.dtype.itemsize)  # small convs: chunk -> columns, for the backward
-        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b)
+        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b, relu)
     if b is not None and depthwise and jit is None:
         y += b[:, None, None, None]
+    if relu and depthwise and jit is None:
+        np.maximum(y, 0, out=y)
+    if relu:  # nothing for a backward to use
+        return as_nchw(y), None
     cache = (geo, cache_x, None if depthwise else kept, w_mat, groups, flip, b is not None, depthwise)
     return as_nchw(y), cache
 
 
 def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: bool,
-                     b: np.ndarray | None = None):
-    """im2col + GEMM (+ bias, while the chunk's result is in cache), chunk by chunk on the
+                     b: np.ndarray | None = None, relu: bool = False):
+    """im2col + GEMM (+ bias, and ReLU if asked, while the chunk's result is in cache), chunk by chunk on the
     worker threads: ``(y, source, kept)`` with y as channel-major (F, N, Ho, Wo) memory,
     ``source`` the padded input the columns were read from, and ``kept`` the chunks'
     columns (a dict) when ``keep``, else None."""
@@ -137,6 +144,8 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
             out = _matmul(w_mat, cols, geo.result_view(y, ch, res))  # (G, Fg, m)
             if bias is not None:
                 out += bias
+            if relu:
+                np.maximum(out, 0, out=out)
             geo.store(y, ch, res)  # shift mode: keep the valid grid positions
     parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize), small=geo.serial(x.dtype.itemsize))
     return y, cache_x, kept
@@ -147,6 +156,9 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
 
     ``need_dx=False`` / ``need_dw=False`` skip that gradient (it is returned as None):
     a first layer needs no dx (no GEMM, no col2im), a frozen one no dw."""
+    if cache is None:
+        raise value_error("conv2d_backward", "this forward applied a fused ReLU (relu=True, for "
+                          "inference) and kept nothing for a backward", cache=None)
     geo, cache_x, kept, w_mat, groups, flip, has_bias, depthwise = cache
     n, c, h, wd = geo.x_shape
     f, cg, kh, kw = geo.w_shape

@@ -57,6 +57,9 @@ class Conv2d(Layer):
             else pair(padding, "padding", where))
         self.padding_mode = padding_mode
         self.flip = bool(flip)
+        # Set by cnnkit.nn.fuse_for_inference when a ReLU followed: max(y, 0) applied while
+        # the output is in cache; such a layer is for inference (its backward refuses).
+        self.fused_relu = False
         fan_in = (in_channels // groups) * self.kernel_size[0] * self.kernel_size[1]
         shape = (out_channels, in_channels // groups) + self.kernel_size
         self.weight = Parameter(uniform_fan_in(shape, fan_in, rng, dtype))
@@ -68,10 +71,15 @@ class Conv2d(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         b = self.bias.data if self.bias is not None else None
         y, self._cache = conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
-                                        self.dilation, self.groups, self.flip, where=self.label())
+                                        self.dilation, self.groups, self.flip, relu=self.fused_relu,
+                                        where=self.label())
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self.fused_relu:
+            raise value_error(self.label(), "this conv has a ReLU fused into it for inference "
+                              "(cnnkit.nn.fuse_for_inference / onnx.load(optimize=True)) and has no "
+                              "backward; train the unfused model", fused_relu=True)
         dx, dw, db = conv2d_backward(dy, self._take_cache(), need_dx=self.needs_input_grad,
                                      need_dw=self.weight.requires_grad)
         if dw is not None:
@@ -93,4 +101,6 @@ class Conv2d(Layer):
             s += ", bias=False"
         if self.flip:
             s += ", flip=True"
+        if self.fused_relu:
+            s += ", fused_relu=True"
         return s

@@ -8,9 +8,14 @@
   else reads, ``scale`` goes into the conv's weights (one factor per output channel) and
   ``shift`` into its bias, and the BatchNorm becomes an ``Identity``: one pass over the
   activation fewer, and no copy kept for a backward.
-- **ReLU in place** (``ReLU``/``ReLU6`` with ``inplace=True``) where its input is a
-  ``Conv2d`` output (through such an Identity) that nothing else reads: the conv keeps
-  no reference to its output, so overwriting it loses nothing.
+- **ReLU fused into the convolution** where its input is a ``Conv2d`` output (through
+  such an Identity) that nothing else reads: the conv applies ``max(y, 0)`` to each part
+  of its output while that part is in cache (``Conv2d.fused_relu``), and the ReLU becomes
+  an ``Identity``. Measured at batch 1 (in-process A/B against ReLUs run in place after
+  the conv, same outputs): ResNet-50 142 -> 138 ms; MobileNet v1 no change (41.4 vs
+  42.7 ms, within the noise of this machine).
+- **ReLU6 in place** (``inplace=True``) in the same position: the conv keeps no
+  reference to its output, so overwriting it loses nothing.
 
 Where the dataflow is known: a ``Sequential`` (each child feeds only the next) and a
 ``Graph`` (its node list), recursively; the children of other layers are visited, but
@@ -53,9 +58,10 @@ def _foldable(bn, conv) -> bool:
 
 
 def fuse_for_inference(model: Layer) -> dict:
-    """Fold BatchNorms into convolutions and run ReLUs in place (see the module docstring).
-    Returns ``{"batchnorm_folded": n, "relu_in_place": m}``."""
-    counts = {"batchnorm_folded": 0, "relu_in_place": 0}
+    """Fold BatchNorms into convolutions, fuse ReLUs into them and run ReLU6s in place (see
+    the module docstring). Returns ``{"batchnorm_folded": n, "relu_fused": m,
+    "relu_in_place": k}``."""
+    counts = {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0}
     _fuse(model, counts)
     return counts
 
@@ -98,6 +104,11 @@ def _fuse_steps(container: Layer, steps: list, counts: dict) -> None:
             source[name] = layer
         elif isinstance(layer, Identity) and src is not None:
             source[name] = source.get(src)
-        elif isinstance(layer, (ReLU, ReLU6)) and source.get(src) is not None and not layer.inplace:
+        elif type(layer) is ReLU and source.get(src) is not None and not source[src].fused_relu:
+            source[src].fused_relu = True
+            children[name] = Identity().train(False)
+            source[name] = source[src]
+            counts["relu_fused"] += 1
+        elif isinstance(layer, ReLU6) and source.get(src) is not None and not layer.inplace:
             layer.inplace = True
             counts["relu_in_place"] += 1

@@ -1,5 +1,6 @@
-"""fuse_for_inference: BatchNorm folded into the conv before it, ReLU in place; same outputs
-in evaluation mode, checked against the unfused model, ONNX Runtime and PyTorch."""
+"""fuse_for_inference: BatchNorm folded into the conv before it, ReLU fused into the conv,
+ReLU6 in place; same outputs in evaluation mode, checked against the unfused model, ONNX
+Runtime and PyTorch."""
 
 import numpy as np
 import pytest
@@ -42,9 +43,10 @@ def test_sequential_conv_bn_relu_folds_and_matches_torch():
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     before = plain(x)
     counts = nn.fuse_for_inference(model)
-    assert counts == {"batchnorm_folded": 3, "relu_in_place": 3}
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert all(m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)))
+    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "relu_in_place": 1}
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in model.modules())
+    assert [model[i].fused_relu for i in (0, 3, 6)] == [True, False, True] and model[5].inplace
+    assert "fused_relu=True" in repr(model[0])
     assert model[0].bias is not None  # the first conv had none: the fold gave it one
     after = model(x)
     scale = max(1.0, float(np.abs(before).max()))
@@ -66,10 +68,10 @@ def test_nothing_folded_where_it_would_change_the_result():
     seq = nn.Sequential(nn.Conv2d(2, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU())
     seq.train()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_in_place": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0}
     seq.eval()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_in_place": 1}
-    assert isinstance(seq[4], nn.BatchNorm2d) and not seq[5].inplace
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "relu_in_place": 0}
+    assert isinstance(seq[4], nn.BatchNorm2d) and not seq[5].inplace and seq[0].fused_relu
     # a conv output that two nodes read (the BN and an Add) keeps its BN and its value
     g = nn.Graph(inputs="x")
     g.add("conv", nn.Conv2d(2, 2, 3, padding=1, rng=rng), "x")
@@ -79,7 +81,7 @@ def test_nothing_folded_where_it_would_change_the_result():
     g.eval()
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     before = g(x).copy()
-    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_in_place": 0}
+    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0}
     np.testing.assert_array_equal(g(x), before)
 
 
@@ -95,7 +97,7 @@ def test_imported_zoo_model_optimized_matches_onnxruntime(name, c, size, tmp_pat
     plain, fused = cnnkit_onnx.load(path), cnnkit_onnx.load(path, optimize=True)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
     assert n_bn > 0 and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
-    assert any(m.inplace for m in fused.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)))
+    assert any(getattr(m, "fused_relu", False) for m in fused.modules())
     x = np.random.default_rng(1).standard_normal((2, c, size, size)).astype(np.float32)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ref = sess.run(None, {"input": x})[0]
@@ -103,3 +105,47 @@ def test_imported_zoo_model_optimized_matches_onnxruntime(name, c, size, tmp_pat
     scale = max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * scale)
     np.testing.assert_allclose(b, ref, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("groups,k,cin", [(1, 3, 8), (8, 3, 8), (1, 1, 8), (1, 3, 2)])
+@pytest.mark.parametrize("jit", [True, False])
+def test_fused_relu_every_conv_path_matches_conv_then_relu(groups, k, cin, jit):
+    """The fused ReLU on each conv path (columns, depthwise, 1x1, the small-K direct one;
+    compiled and NumPy) gives max(conv, 0) bit for bit, keeps NaN, and refuses a backward."""
+    from cnnkit import runtime
+    from cnnkit.functional.conv import conv2d_backward, conv2d_forward
+    previous = runtime.set_jit(jit)
+    try:
+        r = np.random.default_rng(5)
+        x = r.standard_normal((3, cin, 9, 9)).astype(np.float32)
+        x[0, 0, 4, 4] = np.nan
+        w = r.standard_normal((8, cin // groups, k, k)).astype(np.float32)
+        b = r.standard_normal(8).astype(np.float32)
+        pad = k // 2
+        plain = conv2d_forward(x, w, b, 1, pad, 1, groups)[0]
+        fused, cache = conv2d_forward(x, w, b, 1, pad, 1, groups, relu=True)
+        np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+        assert np.isnan(fused).any() and cache is None
+        with pytest.raises(ValueError, match="fused ReLU"):
+            conv2d_backward(np.ones_like(fused), cache)
+    finally:
+        runtime.set_jit(previous)
+
+
+def test_fused_model_refuses_backward_and_exports_the_relu(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    rng = np.random.default_rng(6)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.Conv2d(4, 2, 1, rng=rng)).eval()
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    before = model(x).copy()
+    assert nn.fuse_for_inference(model)["relu_fused"] == 1
+    np.testing.assert_allclose(model(x), before, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="fused"):
+        model.backward(np.ones_like(before))
+    path = str(tmp_path / "fused.onnx")
+    cnnkit_onnx.export(model, path, (1, 3, 6, 6))
+    import onnx
+    assert [n.op_type for n in onnx.load(path).graph.node][:2] == ["Conv", "Relu"]
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], before, rtol=0, atol=1e-5)

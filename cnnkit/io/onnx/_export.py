@@ -200,8 +200,9 @@ def _conv(b, layer, names, xs, y):
     ins = [names[0], b.const(w, "weight")]
     if layer.bias is not None:
         ins.append(b.const(layer.bias.data, "bias"))
-    return b.node("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                  dilations=list(layer.dilation), pads=_onnx_pads(pads), group=layer.groups)
+    out = b.node("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                 dilations=list(layer.dilation), pads=_onnx_pads(pads), group=layer.groups)
+    return b.node("Relu", [out]) if layer.fused_relu else out  # fuse_for_inference's ReLU
 
 
 @register_exporter(SparseConv2d)
