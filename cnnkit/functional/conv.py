@@ -25,6 +25,12 @@ Backward ("dot product accounting"):
   mode, 32 or more input channels per group; ``_Geometry.dx_geometry``) the backward
   computes dx exactly so, with the forward's own im2col + GEMM.
 
+Two kinds of convolution skip the columns where Numba is installed (compiled loops in
+``_jit.py``, ``cnnkit.runtime.set_jit``; the NumPy code here stays as their twin):
+depthwise ones (one input channel per filter, kH*kW shifted multiply-adds per channel)
+and, at stride 1 with one group, those whose K = C*kH*kW is at most 32 (a network's
+first layer: the same shifted multiply-adds per image, summed over channels).
+
 Outputs are NCHW-shaped views of channel-major (C, N, H, W) memory, which is what
 the next convolution's im2col reads fastest; use ``np.ascontiguousarray`` if you
 need NCHW memory.
@@ -80,7 +86,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         cache_x = geo.source(x)  # padded (C, N, Hp, Wp), as the column path keeps
         y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
-        bk = b if b is not None else np.empty(0, dtype=x.dtype)
+        bk = b if b is not None else _unused(1, x.dtype)
         parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1, relu),
                         n, y.size * cg * kh * kw)
         kept = None
@@ -88,7 +94,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         xp = np.empty((c, n) + tuple(geo.padded_hw), dtype=x.dtype)  # (C, N, Hp, Wp)
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
-        bk = b if b is not None else np.empty(0, dtype=x.dtype)
+        bk = b if b is not None else _unused(1, x.dtype)
         parallel_ranges(lambda c0, c1: jit.depthwise_forward(x.transpose(1, 0, 2, 3), xp, wk, bk, y, pads[0],
                                                              pads[2], *stride, *dilation, c0, c1, relu),
                         c, 2 * kh * kw * y.size)
@@ -173,33 +179,30 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     direct = _direct(geo, depthwise)
     if direct is not None:  # compiled, by images; each range returns its share of dw (float64)
         wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
-        dx_cn = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else np.empty((0,) * 4, dtype=dy.dtype)
+        dx_cn = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
         parts = []
         parallel_ranges(lambda n0, n1: parts.append(direct.conv_direct_backward(
             cache_x, wk, dy_cn, dx_cn, geo.pads[0], geo.pads[2], *geo.dilation, n0, n1, need_dx, need_dw)),
             n, 2 * dy.size * cg * kh * kw)
         dx = as_nchw(dx_cn) if need_dx else None
-        dw = sum(parts[1:], parts[0]).astype(dy.dtype) if need_dw and parts else None
-        if need_dw and not parts:  # an empty batch
-            dw = np.zeros(geo.w_shape, dtype=dy.dtype)
+        dw = sum(parts[1:], parts[0]).astype(dy.dtype) if need_dw else None  # (an empty batch: one range)
     elif jit is not None:  # compiled loops (cache_x is the padded input)
-        dy_c = dy_cn  # (C, N, Ho, Wo), any strides (the kernels copy its rows)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
-        dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else np.empty((0,) * 3, dtype=dy.dtype)
+        dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else _unused(3, dy.dtype)
         dh, dwl = geo.dilation
         if geo.stride == (1, 1):  # dy spread on the padded grid, one flat run per tap
-            dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else np.empty((0,) * 4, dtype=dy.dtype)
+            dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
 
             def backward(c0, c1):
-                jit.depthwise_backward_flat(cache_x, wk, dy_c, dx, dwk, geo.pads[0], geo.pads[2], dh, dwl,
+                jit.depthwise_backward_flat(cache_x, wk, dy_cn, dx, dwk, geo.pads[0], geo.pads[2], dh, dwl,
                                             c0, c1, need_dx, need_dw)
         else:  # one pass over dy for both, row by row
-            dxp = geo.zeros_padded(dy.dtype) if need_dx else np.empty((0,) * 4, dtype=dy.dtype)
+            dxp = geo.zeros_padded(dy.dtype) if need_dx else _unused(4, dy.dtype)
 
             def backward(c0, c1):
-                jit.depthwise_backward_rows(cache_x, wk, dy_c, dxp, dwk, *geo.stride, dh, dwl, c0, c1,
+                jit.depthwise_backward_rows(cache_x, wk, dy_cn, dxp, dwk, *geo.stride, dh, dwl, c0, c1,
                                             need_dx, need_dw)
-        parallel_ranges(backward, c, 3 * kh * kw * dy_c.size)
+        parallel_ranges(backward, c, 3 * kh * kw * dy_cn.size)
         if need_dx:
             dx = as_nchw(dx) if geo.stride == (1, 1) else crop_channel_major(dxp, geo.pads, (h, wd))
         else:
@@ -270,6 +273,12 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     elif flip:
         dw = np.ascontiguousarray(dw[:, :, ::-1, ::-1])
     return dx, dw, db
+
+
+def _unused(ndim: int, dtype) -> np.ndarray:
+    """An empty array that a compiled kernel takes in place of one it is told not to use
+    (Numba needs an array of the right type there, not None)."""
+    return np.empty((0,) * ndim, dtype=dtype)
 
 
 def _direct(geo: "_Geometry", depthwise: bool):
