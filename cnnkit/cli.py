@@ -26,14 +26,16 @@ import numpy as np
 # Recipes measured on this project's 2-core machine (the README gives the numbers).
 # SGD uses Nesterov momentum; the learning rate follows a cosine schedule per epoch.
 RECIPES = {
-    # 92.13% test in 5 min 20 s on 2 worker threads (6 min 09 s before dx-as-convolution; before
-    # the threads: 92.25% in 7 min 40 s), 5,000 images held out for validation
+    # 92.09% test in 5 min 09 s on 2 worker threads (make demo at 37daacd; 92.13% in 5 min 20 s
+    # before the compiled kernels, 6 min 09 s before dx-as-convolution; before the threads:
+    # 92.25% in 7 min 40 s), 5,000 images held out for validation
     "default": dict(model="cnn", epochs=7, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
                     schedule="cosine", augment=False, optimizer="sgd"),
     # conv-BN-ReLU x2, pool, x2, pool, with random horizontal flips: 93.46% test (val 94.20%)
     # after 11 epochs in 29 min 09 s on 2 worker threads (142-167 s per epoch); --seed 1: 93.75%
     # (val 93.58%) in 27 min 53 s; rerun at c71d863 (batch-inner columns): 93.54% (val 93.96%)
-    # in 27 min 04 s. With 10 epochs: 93.41% and 93.36% (seed 1), in 28:43 and 28:41. Twenty
+    # in 27 min 04 s; at 6bacd75 (compiled BN, ReLU, max-pool backward, direct first conv):
+    # 93.66% (val 94.24%) in 25 min 38 s. With 10 epochs: 93.41% and 93.36% (seed 1), in 28:43 and 28:41. Twenty
     # epochs with --augment (crops) and flips: 93.56% (val 94.46%) in 48 min 43 s.
     # Before the threaded kernels 30 minutes held 8 epochs: 93.21%; with --label-smoothing 0.1:
     # 93.20% (val 94.02%); no flips, 6 epochs: 92.88%; crops, 7: 92.67%
