@@ -342,6 +342,9 @@ def relu(x, y):  # pragma: no cover - compiled
         y[t] = zero if v <= zero else v
 
 
+_relu = relu  # its name inside the kernels whose fused-ReLU flag is called ``relu``
+
+
 @numba.njit(nogil=True, cache=True)
 def relu_channel(y, c):  # pragma: no cover - compiled
     """``y[c] = max(y[c], 0)`` in place for a (C, N, H, W) C-contiguous y (NaN kept)."""
@@ -417,7 +420,6 @@ def conv_direct_forward(xp, w, b, y, dh, dw, n0, n1, relu):  # pragma: no cover 
                             for t in range(run):
                                 acc[t] += wv * src[t]
             bv = b[f] if b.shape[0] > 0 else y.dtype.type(0)
-            zero = y.dtype.type(0)
             for i in range(ho):
                 out, res = y[f, n, i], acc[i * wp:]
                 if b.shape[0] > 0:
@@ -427,9 +429,7 @@ def conv_direct_forward(xp, w, b, y, dh, dw, n0, n1, relu):  # pragma: no cover 
                     for j in range(wo):
                         out[j] = res[j]
                 if relu:  # (a fused ReLU, for inference)
-                    for j in range(wo):
-                        v = out[j]
-                        out[j] = zero if v <= zero else v
+                    _relu(out, out)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})

@@ -33,6 +33,7 @@ import numpy as np
 from .._errors import type_error, value_error
 from ..runtime import jit_kernels, parallel_ranges
 from ._check import check_array
+from .window import is_channel_major
 
 # LeCun et al. 1998, "Efficient BackProp" / LeNet-5 (appendix A): f(x) = A tanh(S x)
 # with A = 1.7159 and S = 2/3, chosen so that f(1) = 1 and f(-1) = -1.
@@ -111,13 +112,13 @@ def relu_forward(x: np.ndarray, inplace: bool = False):
 
 
 def _dense_flat(a: np.ndarray) -> np.ndarray | None:
-    """A 1-D view of ``a``'s memory when it is C-contiguous or channel-major (C, N, ...)
-    memory seen as (N, C, ...) - what conv and batch-norm outputs are - else None. Two
+    """A 1-D view of ``a``'s memory when it is C-contiguous or channel-major (C, N, H, W)
+    memory seen as (N, C, H, W) - what conv and batch-norm outputs are - else None. Two
     arrays of the same shape and layout give views whose elements correspond."""
     if a.flags.c_contiguous:
         return a.reshape(-1)
-    if a.ndim >= 2 and np.swapaxes(a, 0, 1).flags.c_contiguous:
-        return np.swapaxes(a, 0, 1).reshape(-1)
+    if is_channel_major(a):
+        return a.transpose(1, 0, 2, 3).reshape(-1)
     return None
 
 

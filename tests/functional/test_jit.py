@@ -1,12 +1,13 @@
-"""The Numba-compiled depthwise convolution (cnnkit.functional._jit) and its switch.
+"""The Numba-compiled kernels (cnnkit.functional._jit) and their switch.
 
 The random sweeps of test_conv.py run whichever path is on (the compiled one where
-Numba is installed, which CI installs); here:
-- the sweeps' depthwise configurations once more with the JIT off (the NumPy twin) and
-  on, against PyTorch, and the two paths' forward outputs bit for bit;
+Numba is installed, which CI installs); here, with ``jit_mode`` parametrized (the
+switch in conftest.py):
+- the sweeps' depthwise configurations and random small-K (direct) ones, with the JIT
+  on and off, against PyTorch, and the depthwise forward's bits both ways;
 - the shapes the sweeps cannot reach: wide stride-1 rows (the row kernel), batches of
   several flat blocks, dilation, channel multipliers staying on the GEMM path, the
-  gradients one at a time, two threads;
+  gradients one at a time, two threads; the ReLU forward in several layouts;
 - the switch: set_jit, CNNKIT_JIT=0, and that ``import cnnkit`` does not import Numba.
 """
 
@@ -27,14 +28,6 @@ from tests.functional import test_conv as T
 
 numba = pytest.importorskip("numba")
 torch.set_num_threads(1)
-
-
-@pytest.fixture
-def jit(request):
-    """Runs the test with the JIT on (param True) or off (False), then restores it."""
-    previous = runtime.set_jit(request.param)
-    yield request.param
-    runtime.set_jit(previous)
 
 
 def _is_depthwise(cfg):
@@ -71,14 +64,18 @@ def test_sweeps_hold_enough_direct_configurations():
     assert any(c["c_in"] > 1 for c in DIRECT) and any(c["n"] == 0 for c in DIRECT)
 
 
-@pytest.mark.parametrize("jit", [True, False], indirect=True)
-def test_direct_sweep_matches_torch(jit):
-    """The sweeps' small-K convs (compiled direct path with the JIT on, im2col off)."""
-    for cfg in DIRECT:
+def _sweep_matches_torch(configs):
+    for cfg in configs:
         for dtype in (np.float32, np.float64):
             x, w, b, dy = T.conv_arrays(cfg, dtype)
             T.check_against(cfg, dtype, T.run_fast(cfg, x, w, b, dy), T.torch_conv(cfg, x, w, b, dy),
                             T.abs_scales(cfg, x, w, b, dy))
+
+
+@pytest.mark.parametrize("jit_mode", [True, False])
+def test_direct_sweep_matches_torch(jit_mode):
+    """The sweeps' small-K convs (compiled direct path with the JIT on, im2col off)."""
+    _sweep_matches_torch(DIRECT)
 
 
 def test_direct_choice():
@@ -101,9 +98,9 @@ def test_direct_choice():
         runtime.set_jit(previous)
 
 
-@pytest.mark.parametrize("jit", [True], indirect=True)
+@pytest.mark.parametrize("jit_mode", [True])
 @pytest.mark.parametrize("need", ["both", "dx", "dw"])
-def test_direct_two_threads_and_one_gradient(jit, need):
+def test_direct_two_threads_and_one_gradient(jit_mode, need):
     """Images split over two threads give the same bits as one thread (dw: the ranges'
     float64 shares summed); need_dx / need_dw alone give the same as both."""
     rng = np.random.default_rng(11)
@@ -142,13 +139,9 @@ def test_jit_is_used_by_default_where_numba_is_installed():
     assert runtime.jit_kernels() is not None
 
 
-@pytest.mark.parametrize("jit", [True, False], indirect=True)
-def test_depthwise_sweep_matches_torch(jit):
-    for cfg in DEPTHWISE:
-        for dtype in (np.float32, np.float64):
-            x, w, b, dy = T.conv_arrays(cfg, dtype)
-            T.check_against(cfg, dtype, T.run_fast(cfg, x, w, b, dy), T.torch_conv(cfg, x, w, b, dy),
-                            T.abs_scales(cfg, x, w, b, dy))
+@pytest.mark.parametrize("jit_mode", [True, False])
+def test_depthwise_sweep_matches_torch(jit_mode):
+    _sweep_matches_torch(DEPTHWISE)
 
 
 def test_depthwise_forward_same_bits_both_ways():
@@ -186,10 +179,10 @@ SHAPES = [  # (N, C, H, W, kernel, stride, padding, dilation): what the sweeps d
 ]
 
 
-@pytest.mark.parametrize("jit", [True, False], indirect=True)
+@pytest.mark.parametrize("jit_mode", [True, False])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [False, True])
-def test_depthwise_shapes_match_torch_float64(jit, shape, bias):
+def test_depthwise_shapes_match_torch_float64(jit_mode, shape, bias):
     n, c, h, wd, k, stride, padding, dilation = shape
     k = (k, k) if isinstance(k, int) else k
     rng = np.random.default_rng(hash((shape, bias)) % 2**32)
@@ -207,9 +200,9 @@ def test_depthwise_shapes_match_torch_float64(jit, shape, bias):
         np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-11, err_msg=f"{name} for {shape}")
 
 
-@pytest.mark.parametrize("jit", [True], indirect=True)
+@pytest.mark.parametrize("jit_mode", [True])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_one_gradient_at_a_time(jit, stride):
+def test_depthwise_one_gradient_at_a_time(jit_mode, stride):
     """need_dx / need_dw alone give the same bits as both together, and None for the other."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 6, 11, 11)).astype(np.float32)
@@ -223,9 +216,9 @@ def test_depthwise_one_gradient_at_a_time(jit, stride):
     assert np.array_equal(dx_only[0], dx) and np.array_equal(dw_only[1], dw)
 
 
-@pytest.mark.parametrize("jit", [True], indirect=True)
+@pytest.mark.parametrize("jit_mode", [True])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_two_threads_same_bits(jit, stride):
+def test_depthwise_two_threads_same_bits(jit_mode, stride):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((4, 64, 30, 30)).astype(np.float32)
     w = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
@@ -243,8 +236,8 @@ def test_depthwise_two_threads_same_bits(jit, stride):
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("jit", [True], indirect=True)
-def test_depthwise_cache_immune_to_in_place_changes(jit):
+@pytest.mark.parametrize("jit_mode", [True])
+def test_depthwise_cache_immune_to_in_place_changes(jit_mode):
     """The backward reads the padded copy made in the forward, not x."""
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 4, 9, 9))
