@@ -479,3 +479,155 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
                         out[j] = src[j]
     return dwk
 
+
+
+# ---- Winograd F(2x2, 3x3) transforms (cnnkit/functional/winograd.py) -----------------
+# A chunk is the tile rows r0..r1-1 of the whole batch (tile row R is image R // th,
+# row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
+# (16, channels, tiles) matrices. Each kernel transforms the rows of a tile row first
+# (long contiguous loops), then its columns.
+
+@numba.njit(nogil=True, cache=True)
+def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
+    """``v[4i+j, c, p] = (B^T d B)[i, j]`` for every 4x4 input tile d of the padded
+    input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (16, C, (r1-r0)*tw)."""
+    nc, wp = xp.shape[0], xp.shape[3]
+    th, tw = (xp.shape[2] - 2) // 2, (wp - 2) // 2
+    t = np.empty((4, wp), dtype=xp.dtype)
+    for c in range(nc):
+        for rr in range(r0, r1):
+            n, r = rr // th, 2 * (rr % th)
+            d0, d1, d2, d3 = xp[c, n, r], xp[c, n, r + 1], xp[c, n, r + 2], xp[c, n, r + 3]
+            for j in range(wp):  # B^T on the rows
+                t[0, j] = d0[j] - d2[j]
+                t[1, j] = d1[j] + d2[j]
+                t[2, j] = d2[j] - d1[j]
+                t[3, j] = d1[j] - d3[j]
+            p = (rr - r0) * tw
+            for i in range(4):  # and on the columns
+                ti, va, vb, vc, vd = t[i], v[4 * i, c], v[4 * i + 1, c], v[4 * i + 2, c], v[4 * i + 3, c]
+                for tx in range(tw):
+                    a0, a1, a2, a3 = ti[2 * tx], ti[2 * tx + 1], ti[2 * tx + 2], ti[2 * tx + 3]
+                    va[p + tx] = a0 - a2
+                    vb[p + tx] = a1 + a2
+                    vc[p + tx] = a2 - a1
+                    vd[p + tx] = a1 - a3
+
+
+@numba.njit(nogil=True, cache=True)
+def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
+    """``y tile = A^T M A`` (+ b[f]; clamped at 0 with ``relu``) for the tiles of tile rows
+    r0..r1-1, from m (16, F, (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
+    past Ho or Wo are dropped."""
+    nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
+    tw = m.shape[2] // max(r1 - r0, 1)
+    s = np.empty((8, tw), dtype=y.dtype)
+    row = np.empty((2, 2 * tw), dtype=y.dtype)
+    zero = y.dtype.type(0)
+    for f in range(nf):
+        bv = b[f] if b.shape[0] > 0 else zero
+        for rr in range(r0, r1):
+            n, r = rr // th, 2 * (rr % th)
+            p = (rr - r0) * tw
+            for i in range(4):  # A^T on each row of the tiles: (m0 + m1 + m2, m1 - m2 - m3)
+                ma, mb, mc, md = m[4 * i, f], m[4 * i + 1, f], m[4 * i + 2, f], m[4 * i + 3, f]
+                sa, sb = s[2 * i], s[2 * i + 1]
+                for tx in range(tw):
+                    sa[tx] = ma[p + tx] + mb[p + tx] + mc[p + tx]
+                    sb[tx] = mb[p + tx] - mc[p + tx] - md[p + tx]
+            for tx in range(tw):  # and down the columns
+                row[0, 2 * tx] = s[0, tx] + s[2, tx] + s[4, tx] + bv
+                row[0, 2 * tx + 1] = s[1, tx] + s[3, tx] + s[5, tx] + bv
+                row[1, 2 * tx] = s[2, tx] - s[4, tx] - s[6, tx] + bv
+                row[1, 2 * tx + 1] = s[3, tx] - s[5, tx] - s[7, tx] + bv
+            for k in range(min(2, ho - r)):
+                out, src = y[f, n, r + k], row[k]
+                if relu:
+                    for j in range(wo):
+                        out[j] = zero if src[j] <= zero else src[j]
+                else:
+                    for j in range(wo):
+                        out[j] = src[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
+    """The adjoint of :func:`winograd_output` (without bias): ``dM = A dY A^T`` per tile,
+    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (16, F, (r1-r0)*tw)."""
+    nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
+    tw = dm.shape[2] // max(r1 - r0, 1)
+    row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
+    s = np.empty((8, tw), dtype=dy.dtype)
+    for f in range(nf):
+        for rr in range(r0, r1):
+            n, r = rr // th, 2 * (rr % th)
+            for k in range(2):
+                if r + k < ho:
+                    src = dy[f, n, r + k]
+                    for j in range(wo):
+                        row[k, j] = src[j]
+                else:
+                    row[k, :] = 0
+            for tx in range(tw):  # A on the rows: (g0, g0 + g1, g0 - g1, -g1) per column
+                g00, g01 = row[0, 2 * tx], row[0, 2 * tx + 1]
+                g10, g11 = row[1, 2 * tx], row[1, 2 * tx + 1]
+                s[0, tx], s[1, tx] = g00, g01
+                s[2, tx], s[3, tx] = g00 + g10, g01 + g11
+                s[4, tx], s[5, tx] = g00 - g10, g01 - g11
+                s[6, tx], s[7, tx] = -g10, -g11
+            p = (rr - r0) * tw
+            for i in range(4):  # and across the columns
+                sa, sb = s[2 * i], s[2 * i + 1]
+                ma, mb, mc, md = dm[4 * i, f], dm[4 * i + 1, f], dm[4 * i + 2, f], dm[4 * i + 3, f]
+                for tx in range(tw):
+                    a, c = sa[tx], sb[tx]
+                    ma[p + tx] = a
+                    mb[p + tx] = a + c
+                    mc[p + tx] = a - c
+                    md[p + tx] = -c
+
+
+@numba.njit(nogil=True, cache=True)
+def winograd_input_adjoint(dv, dxp, halo, r0, r1):  # pragma: no cover - compiled
+    """The adjoint of :func:`winograd_input`: ``dD = B dV B^T`` per tile, summed where
+    tiles overlap, into dxp (C, N, Hp, Wp) for tile rows r0..r1-1. Every row that the
+    range owns is written (no zeroing needed); when r0 is not an image's first tile row,
+    the two rows it shares with the tile row above go to ``halo`` (C, 2, Wp) instead, for
+    the caller to add once every range is done (another thread owns that row above)."""
+    nc, hp, wp = dxp.shape[0], dxp.shape[2], dxp.shape[3]
+    th, tw = (hp - 2) // 2, (wp - 2) // 2
+    t = np.empty((4, wp), dtype=dxp.dtype)
+    for c in range(nc):
+        for rr in range(r0, r1):
+            n, r = rr // th, 2 * (rr % th)
+            p = (rr - r0) * tw
+            for i in range(4):  # B across the columns, overlapping tiles summed
+                ti = t[i]
+                va, vb, vc, vd = dv[4 * i, c], dv[4 * i + 1, c], dv[4 * i + 2, c], dv[4 * i + 3, c]
+                ti[0], ti[1] = 0, 0
+                for tx in range(tw):
+                    g0, g1, g2, g3 = va[p + tx], vb[p + tx], vc[p + tx], vd[p + tx]
+                    ti[2 * tx] += g0
+                    ti[2 * tx + 1] += g1 - g2 + g3
+                    ti[2 * tx + 2] = g1 + g2 - g0
+                    ti[2 * tx + 3] = -g3
+            t0, t1, t2, t3 = t[0], t[1], t[2], t[3]
+            x2, x3 = dxp[c, n, r + 2], dxp[c, n, r + 3]
+            if rr == r0 and r > 0:  # the shared rows: into the halo
+                x0, x1 = halo[c, 0], halo[c, 1]
+                for j in range(wp):
+                    x0[j] = t0[j]
+                    x1[j] = t1[j] - t2[j] + t3[j]
+            else:
+                x0, x1 = dxp[c, n, r], dxp[c, n, r + 1]
+                if r == 0:
+                    for j in range(wp):
+                        x0[j] = t0[j]
+                        x1[j] = t1[j] - t2[j] + t3[j]
+                else:
+                    for j in range(wp):
+                        x0[j] += t0[j]
+                        x1[j] += t1[j] - t2[j] + t3[j]
+            for j in range(wp):
+                x2[j] = t1[j] + t2[j] - t0[j]
+                x3[j] = -t3[j]

@@ -44,6 +44,7 @@ import numpy as np
 
 from .._errors import value_error
 from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_ranges, split_range
+from . import winograd
 from ._check import check_array, check_same_dtype, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -82,7 +83,11 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
     jit = jit_kernels() if depthwise else None
     direct = _direct(geo, depthwise)
-    if direct is not None:  # a tiny K = C*kH*kW: compiled shifted multiply-adds, no columns
+    wino = _winograd(geo)
+    if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
+        y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino)
+        cache_x, kept = _WinogradSaved(saved, wino), None
+    elif direct is not None:  # a tiny K = C*kH*kW: compiled shifted multiply-adds, no columns
         cache_x = geo.source(x)  # padded (C, N, Hp, Wp), as the column path keeps
         y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
@@ -177,7 +182,9 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     dx = None
     jit = jit_kernels() if depthwise else None
     direct = _direct(geo, depthwise)
-    if direct is not None:  # compiled, by images; each range returns its share of dw (float64)
+    if isinstance(cache_x, _WinogradSaved):  # (the forward's choice, whatever the switches say now)
+        dx, dw = winograd.backward(dy_cn, cache_x.saved, geo.x_shape, geo.pads, need_dx, need_dw, cache_x.kernels)
+    elif direct is not None:  # compiled, by images; each range returns its share of dw (float64)
         wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
         dx_cn = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
         parts = []
@@ -290,6 +297,48 @@ def _direct(geo: "_Geometry", depthwise: bool):
     if jit is None or geo.x_shape[1] * geo.w_shape[2] * geo.w_shape[3] > jit.DIRECT_MAX_K:
         return None
     return jit
+
+
+class _WinogradSaved:
+    """What a Winograd forward keeps for the backward: ``saved`` = (padded input, U), and
+    the transform kernels it used."""
+
+    def __init__(self, saved, kernels):
+        self.saved, self.kernels = saved, kernels
+
+
+# Winograd F(2x2, 3x3) (winograd.py) runs a 3x3 stride-1 conv with one group, where Numba
+# compiles its tile transforms (in NumPy they are many passes over memory, slower than
+# im2col), when
+# - it has WINOGRAD_MIN_CHANNELS input and output channels or more (the first layers'
+#   few channels go to the direct kernel or im2col);
+# - the batch has WINOGRAD_MIN_TILES 2x2 output tiles or more: the filter transform and the
+#   16 (F, C) matrices U cost as much as a few dozen tiles' GEMMs. Measured (forward +
+#   backward, 2 threads, 7 alternating rounds, Winograd / im2col): 256->256 at 14x14
+#   batch 1 (49 tiles) 1.37-1.85, batch 2 (98) 0.97, batch 4 (196) 0.78; 128->128 at
+#   28x28 batch 1 (196) 0.93; 64->64 at 56x56 batch 1 (784) 0.76;
+# - the tiles do not reach far past the output (odd sizes): 512->512 at 7x7 (8x8 of
+#   tiles for 7x7 outputs) lost at batch 8 and 32 (1.13).
+# Batched convs gained (2 threads): 32->32 at 28x28 batch 128 0.75; 64->64 at 14x14 0.68;
+# 64->64 at 56x56 batch 8 0.72; 128->128 at 28x28 batch 8 0.63; ResNet-20's 16->16 at
+# 32x32, 32->32 at 16x16, 64->64 at 8x8 (batch 128) 0.87, 0.88, 0.83.
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_TILES = 128
+WINOGRAD_MAX_WASTE = 1.2  # tile area / output area
+
+
+def _winograd(geo: "_Geometry"):
+    """The compiled kernels when this conv runs as Winograd F(2x2, 3x3), else None."""
+    f, cg, kh, kw = geo.w_shape
+    if (kh, kw) != (3, 3) or geo.stride != (1, 1) or geo.dilation != (1, 1) or geo.groups != 1:
+        return None
+    th, tw = winograd.tile_grid(geo.out_hw)
+    tiles = geo.x_shape[0] * th * tw
+    if min(cg, f) < WINOGRAD_MIN_CHANNELS or tiles < WINOGRAD_MIN_TILES:
+        return None
+    if 4 * th * tw > WINOGRAD_MAX_WASTE * geo.out_hw[0] * geo.out_hw[1]:
+        return None
+    return jit_kernels()
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,235 @@
+"""3x3 stride-1 convolution by Winograd's minimal filtering algorithm F(2x2, 3x3).
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015). A 2x2 block
+of outputs of a 3x3 correlation reads a 4x4 input tile d. Instead of 2*2*9 = 36
+multiplications it takes 16:
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, 4x4)
+
+with the fixed matrices below. Summed over input channels, the elementwise product
+becomes 16 independent matrix products, one per position (i, j) of the 4x4 tile:
+
+    M[ij] (F, tiles) = U[ij] (F, C) @ V[ij] (C, tiles),   U = G g G^T,  V = B^T d B
+
+so a conv is: transform the input tiles (V), 16 GEMMs, transform back (Y). The GEMMs
+do 16*F*C multiply-adds per 2x2 outputs where im2col does 36: 2.25x fewer.
+
+Backward: the forward is linear in U and in V, so the gradients go back through the
+same steps transposed (exact, not an approximation):
+
+    dM[ij] = (A dY A^T)[ij],  dU[ij] = dM[ij] @ V[ij]^T,  dV[ij] = U[ij]^T @ dM[ij],
+    dg = G^T dU G,            dd = B dV B^T (summed where input tiles overlap).
+
+Rounding: the transforms add and subtract at most four values per step, with factors
+1 and 1/2, so the error stays within a few float32 ulps of the sum of |terms| (the
+tests hold it to the same tolerance as the im2col path, against PyTorch).
+
+The work runs in chunks of tile rows (a tile row: one image's row of 2-pixel-high
+tiles) sized to stay in L2 cache, on cnnkit's worker threads. The transforms are
+compiled loops (``_jit.winograd_*``); the NumPy functions here compute exactly the
+same thing, one tile row at a time, and are what the compiled ones are tested against.
+``cnnkit.functional.conv`` uses this path where Numba is available (see
+``conv._winograd`` for when).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+from ..runtime import get_num_threads, parallel_map
+from .window import pad_channel_major
+
+# F(2x2, 3x3) with interpolation points 0, 1, -1 (and infinity).
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+# Tile rows per chunk: about this many bytes of V (16 x channels x tiles). Measured on
+# (128, 32, 28, 28) 32->32 forward, one thread: 1 image per chunk (0.4 MB) 35-39 ms,
+# 2 (0.8 MB) 35, 4 (1.6 MB) 35, 8 (3.2 MB) 60 (the transforms fall out of L2).
+CHUNK_BYTES = 1 << 20
+# Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
+SERIAL_MACS = 1 << 22
+
+
+# (G g G^T)[i, j] = sum_kl G[i, k] G[j, l] g[k, l]: the filter transform is one matrix,
+# kron(G, G) (16, 9), applied to every flattened 3x3 kernel - one GEMM for a whole layer.
+G_KRON = np.kron(G, G)
+
+
+def transform_filter(w: np.ndarray) -> np.ndarray:
+    """``U = G g G^T`` for every (filter, channel): (F, C, 3, 3) -> (16, F, C), as U[4i + j]."""
+    f, c = w.shape[:2]
+    return (G_KRON.astype(w.dtype) @ w.reshape(f * c, 9).T).reshape(16, f, c)
+
+
+def filter_gradient(du: np.ndarray) -> np.ndarray:
+    """``dg = G^T dU G``: (16, F, C) -> (F, C, 3, 3), the adjoint of transform_filter."""
+    f, c = du.shape[1:]
+    return (du.reshape(16, f * c).T @ G_KRON.astype(du.dtype)).reshape(f, c, 3, 3)
+
+
+# ---- the four tile transforms in NumPy (twins of _jit.winograd_*) ---------------------
+
+def _tile_row(rr: int, th: int):
+    n, ty = divmod(rr, th)
+    return n, 2 * ty
+
+
+def winograd_input(xp, v, r0, r1):
+    """``v[4i+j, c, p] = (B^T d B)[i, j]`` for the 4x4 input tiles d of tile rows
+    r0..r1-1 of the padded input xp (C, N, 2*th + 2, 2*tw + 2); v: (16, C, (r1-r0)*tw)."""
+    th, tw = (xp.shape[2] - 2) // 2, (xp.shape[3] - 2) // 2
+    bt = BT.astype(xp.dtype)
+    for rr in range(r0, r1):
+        n, r = _tile_row(rr, th)
+        d = np.lib.stride_tricks.sliding_window_view(xp[:, n, r:r + 4], 4, axis=2)[:, :, ::2]  # (C, 4, tw, 4)
+        p = (rr - r0) * tw
+        v[:, :, p:p + tw] = np.einsum("ik,cktl,jl->ijct", bt, d, bt).reshape(16, xp.shape[0], tw)
+
+
+def winograd_output(m, y, b, r0, r1, th, relu):
+    """``Y = A^T M A`` (+ b; ReLU) from m (16, F, (r1-r0)*tw) into y (F, N, Ho, Wo)."""
+    nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
+    tw = m.shape[2] // max(r1 - r0, 1)
+    at = AT.astype(y.dtype)
+    for rr in range(r0, r1):
+        n, r = _tile_row(rr, th)
+        p = (rr - r0) * tw
+        tiles = np.einsum("ai,ijft,bj->ftab", at, m[:, :, p:p + tw].reshape(4, 4, nf, tw), at)
+        rows = tiles.transpose(0, 2, 1, 3).reshape(nf, 2, 2 * tw)  # (F, 2, 2*tw)
+        if b.shape[0]:
+            rows += b[:, None, None]
+        if relu:
+            np.maximum(rows, 0, out=rows)
+        k = min(2, ho - r)
+        y[:, n, r:r + k] = rows[:, :k, :wo]
+
+
+def winograd_output_adjoint(dy, dm, r0, r1, th):
+    """``dM = A dY A^T`` per tile: dy (F, N, Ho, Wo) (zero past Ho, Wo) into dm (16, F, (r1-r0)*tw)."""
+    nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
+    tw = dm.shape[2] // max(r1 - r0, 1)
+    at = AT.astype(dy.dtype)
+    for rr in range(r0, r1):
+        n, r = _tile_row(rr, th)
+        k = min(2, ho - r)
+        g = np.zeros((nf, 2, 2 * tw), dtype=dy.dtype)
+        g[:, :k, :wo] = dy[:, n, r:r + k]
+        tiles = g.reshape(nf, 2, tw, 2).transpose(0, 2, 1, 3)  # (F, tw, 2, 2)
+        p = (rr - r0) * tw
+        dm[:, :, p:p + tw] = np.einsum("ai,ftab,bj->ijft", at, tiles, at).reshape(16, nf, tw)
+
+
+def winograd_input_adjoint(dv, dxp, halo, r0, r1):
+    """``dD = B dV B^T`` per tile, summed where tiles overlap, into the padded gradient
+    dxp (C, N, Hp, Wp) for tile rows r0..r1-1 (every row they own is written). When r0 is
+    not an image's first tile row, its two rows shared with the tile row above go to halo
+    (C, 2, Wp) instead, for the caller to add when every range is done."""
+    nc, th, tw = dxp.shape[0], (dxp.shape[2] - 2) // 2, (dxp.shape[3] - 2) // 2
+    bt = BT.astype(dxp.dtype)
+    for rr in range(r0, r1):
+        n, r = _tile_row(rr, th)
+        p = (rr - r0) * tw
+        d = np.einsum("ik,ijct,jl->cktl", bt, dv[:, :, p:p + tw].reshape(4, 4, nc, tw), bt)  # (C, 4, tw, 4)
+        rows = np.zeros((nc, 4, dxp.shape[3]), dtype=dxp.dtype)
+        for col in range(4):  # overlapping tiles: columns 2*tx + col
+            rows[:, :, col:col + 2 * tw:2] += d[:, :, :, col]
+        if rr == r0 and r > 0:
+            halo[:] = rows[:, :2]
+        elif r == 0:
+            dxp[:, n, 0:2] = rows[:, :2]
+        else:
+            dxp[:, n, r:r + 2] += rows[:, :2]
+        dxp[:, n, r + 2:r + 4] = rows[:, 2:]
+
+
+NUMPY_KERNELS = types.SimpleNamespace(winograd_input=winograd_input, winograd_output=winograd_output,
+                                      winograd_output_adjoint=winograd_output_adjoint,
+                                      winograd_input_adjoint=winograd_input_adjoint)
+
+
+# ---- the conv, chunk by chunk ----------------------------------------------------------
+
+def tile_grid(out_hw) -> tuple[int, int]:
+    """(th, tw): 2x2 output tiles down and across (the last ones may reach past the output)."""
+    return -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+
+
+def _chunks(rows: int, tw: int, channels: int, itemsize: int) -> list[tuple[int, int]]:
+    """Tile-row ranges of about CHUNK_BYTES of V each, at least one per worker thread."""
+    per_row = 16 * channels * tw * itemsize
+    step = max(1, min(CHUNK_BYTES // per_row, -(-rows // get_num_threads())))
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
+def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
+    """y (F, N, Ho, Wo) channel-major, and (xp, U) for :func:`backward`: xp the input
+    zero-padded to the tile grid, (C, N, 2*th + 2, 2*tw + 2)."""
+    n, c = x.shape[:2]
+    f = w.shape[0]
+    th, tw = tile_grid(out_hw)
+    xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
+    u = transform_filter(w)
+    y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
+    bias = b if b is not None else np.empty(0, dtype=x.dtype)
+    chunks = _chunks(n * th, tw, max(c, f), x.dtype.itemsize)
+    most = max((r1 - r0 for r0, r1 in chunks), default=0) * tw
+
+    def run(parts):  # each worker: its own V and M buffers
+        v, m = np.empty(16 * c * most, dtype=x.dtype), np.empty(16 * f * most, dtype=x.dtype)
+        for r0, r1 in parts:
+            k = (r1 - r0) * tw
+            vk = v[:16 * c * k].reshape(16, c, k)
+            kernels.winograd_input(xp, vk, r0, r1)
+            mk = np.matmul(u, vk, out=m[:16 * f * k].reshape(16, f, k))
+            kernels.winograd_output(mk, y, bias, r0, r1, th, relu)
+    parallel_map(run, chunks, small=16 * f * c * n * th * tw < SERIAL_MACS)
+    return y, (xp, u)
+
+
+def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NUMPY_KERNELS):
+    """``(dx, dw)`` from dy as (F, N, Ho, Wo) (any strides): dx an (N, C, H, W) view of
+    channel-major memory (None unless need_dx), dw (F, C, 3, 3) (None unless need_dw)."""
+    xp, u = saved
+    n, c, h, wd = x_shape
+    f, ho, wo = dy_cn.shape[0], dy_cn.shape[2], dy_cn.shape[3]
+    th, tw = tile_grid((ho, wo))
+    dxp = np.empty_like(xp) if need_dx else None
+    chunks = _chunks(n * th, tw, max(c, f), dy_cn.dtype.itemsize)
+    most = max((r1 - r0 for r0, r1 in chunks), default=0) * tw
+    ut = u.transpose(0, 2, 1)  # (16, C, F)
+    halos = {}
+
+    def run(parts):  # each worker: its own buffers and its own share of dU
+        dtype = dy_cn.dtype
+        v = np.empty(16 * c * most if need_dw else 0, dtype=dtype)
+        dm, dv = np.empty(16 * f * most, dtype=dtype), np.empty(16 * c * most if need_dx else 0, dtype=dtype)
+        du = np.zeros((16, f, c), dtype=dtype) if need_dw else None
+        for r0, r1 in parts:
+            k = (r1 - r0) * tw
+            dmk = dm[:16 * f * k].reshape(16, f, k)
+            kernels.winograd_output_adjoint(dy_cn, dmk, r0, r1, th)
+            if need_dw:
+                vk = v[:16 * c * k].reshape(16, c, k)
+                kernels.winograd_input(xp, vk, r0, r1)
+                du += np.matmul(dmk, vk.transpose(0, 2, 1))
+            if need_dx:
+                dvk = np.matmul(ut, dmk, out=dv[:16 * c * k].reshape(16, c, k))
+                halo = halos[r0] = np.empty((c, 2, xp.shape[3]), dtype=dtype) if r0 % th else np.empty((0, 2, 0), dtype)
+                kernels.winograd_input_adjoint(dvk, dxp, halo, r0, r1)
+        return du
+    parts = parallel_map(run, chunks, small=16 * f * c * n * th * tw < SERIAL_MACS)
+    dx = dw = None
+    if need_dx:
+        for r0, halo in halos.items():
+            if halo.size:
+                img, ty = divmod(r0, th)
+                dxp[:, img, 2 * ty:2 * ty + 2] += halo
+        top, _, left, _ = pads
+        dx = dxp[:, :, top:top + h, left:left + wd].transpose(1, 0, 2, 3)
+    if need_dw:
+        dw = filter_gradient(sum(parts[1:], parts[0]))
+    return dx, dw

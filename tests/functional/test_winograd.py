@@ -1,0 +1,244 @@
+"""Winograd F(2x2, 3x3) (cnnkit.functional.winograd) and when conv2d takes it.
+
+- The algebra: the matrices compute a 3-tap correlation exactly; each transform and its
+  adjoint pass the dot-product test (<T a, b> = <a, T* b>), in both NumPy and compiled form.
+- 240 random 3x3 stride-1 convolutions (pads of every form, odd sizes, 0-4 images, 1-8
+  channels, flip, four memory layouts), forward and three gradients, float32 and float64,
+  with the Winograd path forced, against PyTorch at test_conv.py's tolerance.
+- The same with one tile row per chunk on two threads (the halo rows between chunks),
+  the gradients one at a time, the fused ReLU, NumPy vs compiled kernels, larger layers
+  in float32 against PyTorch in float64, and the rule that picks the path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit import runtime
+from cnnkit.functional import conv, naive, winograd
+from cnnkit.functional.conv import conv2d_backward, conv2d_forward
+from tests.functional import test_conv as T
+
+numba = pytest.importorskip("numba")
+torch.set_num_threads(1)
+JIT = runtime.jit_kernels() or pytest.skip("the JIT is off", allow_module_level=True)
+KERNELS = {"numpy": winograd.NUMPY_KERNELS, "jit": JIT}
+
+
+def _config(rng):
+    """A random 3x3, stride-1, dilation-1, one-group conv in test_conv's format."""
+    while True:
+        c_in, c_out = (int(v) for v in rng.integers(1, 9, size=2))
+        n = 0 if rng.random() < 0.05 else int(rng.integers(1, 5))
+        h, w = (int(v) for v in rng.integers(1, 14, size=2))
+        form = T.PAD_FORMS[int(rng.integers(len(T.PAD_FORMS)))]
+        raw = {"int": int(rng.integers(0, 3)), "pair": (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+               "quad": tuple(int(v) for v in rng.integers(0, 3, size=4))}.get(form, form)
+        pads = T._normalize_padding(form, raw, (3, 3), (1, 1), (1, 1), (h, w))
+        ho, wo = naive.out_size(h, 3, 1, pads[0], pads[1], 1), naive.out_size(w, 3, 1, pads[2], pads[3], 1)
+        if ho >= 1 and wo >= 1:
+            return dict(n=n, c_in=c_in, c_out=c_out, groups=1, h=h, w=w, kernel=(3, 3), stride=(1, 1),
+                        stride_arg=1, dilation=(1, 1), dilation_arg=1, pad_form=form, padding_arg=raw,
+                        pads=pads, out_hw=(ho, wo), bias=bool(rng.random() < 0.7),
+                        flip=bool(rng.random() < 0.2), layout=T.LAYOUTS[int(rng.integers(len(T.LAYOUTS)))],
+                        seed=int(rng.integers(2**31)))
+
+
+_rng = np.random.default_rng(20261127)
+CONFIGS = [_config(_rng) for _ in range(240)]
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """Every 3x3 stride-1 one-group conv takes the Winograd path."""
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_TILES", 0)
+    monkeypatch.setattr(conv, "WINOGRAD_MAX_WASTE", float("inf"))
+
+
+@pytest.fixture
+def tile_row_chunks(monkeypatch):
+    """One tile row per chunk, the chunks on two worker threads."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(winograd, "SERIAL_MACS", 0)
+    assert runtime.set_num_threads(2) == 2
+    yield
+    runtime.set_num_threads(1)
+
+
+# ---- the algebra ------------------------------------------------------------------------
+
+def test_matrices_compute_a_three_tap_correlation():
+    """A^T [(G g) * (B^T d)] = (d0 g0 + d1 g1 + d2 g2, d1 g0 + d2 g1 + d3 g2), exactly."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.integers(-9, 10, size=4).astype(float), rng.integers(-9, 10, size=3).astype(float)
+        got = winograd.AT @ ((winograd.G @ g) * (winograd.BT @ d))
+        assert np.array_equal(got, [d[:3] @ g, d[1:] @ g])
+
+
+def _dot_test(forward, adjoint, a, b):
+    """<forward(a), b> == <a, adjoint(b)> (float64)."""
+    lhs, rhs = np.vdot(forward(a), b), np.vdot(a, adjoint(b))
+    assert abs(lhs - rhs) <= 1e-12 * (abs(lhs) + 1), (lhs, rhs)
+
+
+def test_filter_transform_and_gradient_are_adjoint():
+    rng = np.random.default_rng(1)
+    w, du = rng.standard_normal((5, 3, 3, 3)), rng.standard_normal((16, 5, 3))
+    _dot_test(winograd.transform_filter, winograd.filter_gradient, w, du)
+    g = rng.standard_normal((3, 3))  # and U is G g G^T
+    np.testing.assert_allclose(winograd.transform_filter(g[None, None])[:, 0, 0].reshape(4, 4),
+                               winograd.G @ g @ winograd.G.T, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "jit"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 9, 4), (3, 1, 4, 4)])  # (N, C, Ho, Wo)
+def test_tile_transforms_pass_the_dot_product_test(kind, shape):
+    """The adjoints that the backward uses are the forward transforms' transposes."""
+    k, rng = KERNELS[kind], np.random.default_rng(2)
+    n, c, ho, wo = shape
+    th, tw = winograd.tile_grid((ho, wo))
+    xp = rng.standard_normal((c, n, 2 * th + 2, 2 * tw + 2))
+    v = rng.standard_normal((16, c, n * th * tw))
+
+    def inp(a):
+        out = np.empty((16, c, n * th * tw))
+        k.winograd_input(a, out, 0, n * th)
+        return out
+
+    def inp_adj(b):
+        out = np.empty_like(xp)
+        k.winograd_input_adjoint(np.ascontiguousarray(b), out, np.empty((0, 2, 0)), 0, n * th)
+        return out
+    _dot_test(inp, inp_adj, xp, v)
+
+    y = rng.standard_normal((c, n, ho, wo))  # the output transform, channels as filters
+
+    def out(a):
+        r = np.empty((c, n, ho, wo))
+        k.winograd_output(np.ascontiguousarray(a), r, np.empty(0), 0, n * th, th, False)
+        return r
+
+    def out_adj(b):
+        r = np.empty((16, c, n * th * tw))
+        k.winograd_output_adjoint(b, r, 0, n * th, th)
+        return r
+    _dot_test(out, out_adj, v, y)
+
+
+# ---- against PyTorch ---------------------------------------------------------------------
+
+def test_sweep_covers_what_it_claims():
+    seen = lambda pred: sum(1 for c in CONFIGS if pred(c))
+    assert {c["pad_form"] for c in CONFIGS} == set(T.PAD_FORMS)
+    assert {c["layout"] for c in CONFIGS} == set(T.LAYOUTS)
+    assert seen(lambda c: c["n"] == 0) and seen(lambda c: c["flip"]) and seen(lambda c: not c["bias"])
+    assert seen(lambda c: c["out_hw"][0] % 2 and c["out_hw"][1] % 2)  # odd outputs: partial tiles
+    assert seen(lambda c: c["pads"][0] != c["pads"][1])
+
+
+def _sweep(configs):
+    for cfg in configs:
+        for dtype in (np.float32, np.float64):
+            x, w, b, dy = T.conv_arrays(cfg, dtype)
+            y, cache = conv2d_forward(x, w, b, stride=1, padding=cfg["padding_arg"], flip=cfg["flip"])
+            assert isinstance(cache[1], conv._WinogradSaved), cfg
+            got = (y,) + conv2d_backward(dy, cache)
+            T.check_against(cfg, dtype, got, T.torch_conv(cfg, x, w, b, dy), T.abs_scales(cfg, x, w, b, dy))
+
+
+@pytest.mark.parametrize("part", range(4))
+def test_winograd_matches_torch(part, forced):
+    _sweep(CONFIGS[part::4])
+
+
+@pytest.mark.parametrize("part", range(2))
+def test_winograd_in_tile_row_chunks_on_two_threads_matches_torch(part, forced, tile_row_chunks):
+    _sweep(CONFIGS[part::4])
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 64, 14), (2, 32, 48, 28), (1, 128, 64, 9)])
+def test_layers_in_float32_match_torch_in_float64(shape, forced):
+    """Real layer sizes: float32 Winograd against float64 PyTorch, within the im2col
+    path's tolerance (test_conv.assert_close: about 16 ulps of the sum of |terms|)."""
+    n, c, f, hw = shape
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    dy = rng.standard_normal((n, f, hw, hw)).astype(np.float32)
+    cfg = dict(pad_form="int", padding_arg=1, pads=(1, 1, 1, 1), stride=(1, 1), dilation=(1, 1), groups=1,
+               flip=False)
+    y, cache = conv2d_forward(x, w, b, 1, 1)
+    assert isinstance(cache[1], conv._WinogradSaved)
+    got = (y,) + conv2d_backward(dy, cache)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    ref = T.torch_conv(cfg, x64, w64, b64, dy64)
+    T.check_against(cfg, np.float32, got, ref, T.abs_scales(cfg, x64, w64, b64, dy64))
+
+
+# ---- the pieces ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("need", [(True, False), (False, True), (False, False)])
+def test_gradients_one_at_a_time(need, forced, tile_row_chunks):
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((3, 5, 9, 8)), rng.standard_normal((6, 5, 3, 3))
+    y, cache = conv2d_forward(x, w, None, 1, "same")
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = conv2d_backward(dy, cache)
+    dx1, dw1, db1 = conv2d_backward(dy, cache, need_dx=need[0], need_dw=need[1])
+    assert db1 is None
+    for want, full, one in ((need[0], dx, dx1), (need[1], dw, dw1)):
+        if want:
+            np.testing.assert_array_equal(one, full)
+        else:
+            assert one is None
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 11, 7), (1, 3, 4, 16)])
+def test_compiled_transforms_match_numpy(shape, forced):
+    """The whole conv through winograd.forward/backward with either set of kernels."""
+    rng = np.random.default_rng(5)
+    n, c, h, wd = shape
+    x, w, b = rng.standard_normal((n, c, h, wd)), rng.standard_normal((4, c, 3, 3)), rng.standard_normal(4)
+    pads, out_hw = (1, 0, 2, 1), (h - 1, wd + 1)
+    dy = rng.standard_normal((4, n) + out_hw)
+    res = {}
+    for kind, k in KERNELS.items():
+        y, saved = winograd.forward(x, w, b, pads, out_hw, False, k)
+        res[kind] = (y,) + winograd.backward(dy, saved, x.shape, pads, True, True, k)
+    for a, r in zip(res["jit"], res["numpy"]):
+        np.testing.assert_allclose(a, r, rtol=1e-13, atol=1e-13)
+
+
+def test_fused_relu(forced):
+    rng = np.random.default_rng(6)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 4, 7, 9), (5, 4, 3, 3), (5,)))
+    y, cache = conv2d_forward(x, w, b, 1, 1)
+    yr, none = conv2d_forward(x, w, b, 1, 1, relu=True)
+    assert none is None and (yr >= 0).all() and (y < 0).any()
+    np.testing.assert_array_equal(yr, np.maximum(y, 0))
+
+
+def test_which_convs_take_winograd():
+    """The rule (conv._winograd): 3x3, stride 1, dilation 1, one group, 16+ channels each
+    way, 128+ output tiles in the batch, tiles not reaching far past odd outputs."""
+    def takes(x_shape, f, stride=1, dilation=1, groups=1, padding=1, k=3):
+        x = np.zeros(x_shape, np.float32)
+        w = np.zeros((f, x_shape[1] // groups, k, k), np.float32)
+        return isinstance(conv2d_forward(x, w, None, stride, padding, dilation, groups)[1][1], conv._WinogradSaved)
+    assert takes((128, 32, 28, 28), 32) and takes((8, 64, 56, 56), 64) and takes((1, 64, 56, 56), 64)
+    assert takes((128, 16, 32, 32), 16) and takes((4, 256, 14, 14), 256)
+    assert not takes((128, 8, 28, 28), 32) and not takes((128, 32, 28, 28), 8)  # few channels
+    assert not takes((1, 256, 14, 14), 256)  # 49 tiles
+    assert not takes((32, 512, 7, 7), 512)  # 8x8 of tiles for 7x7
+    assert not takes((8, 32, 28, 28), 32, stride=2) and not takes((8, 32, 28, 28), 32, dilation=2, padding=2)
+    assert not takes((8, 32, 28, 28), 32, groups=2) and not takes((8, 32, 28, 28), 32, k=5, padding=2)
+    previous = runtime.set_jit(False)  # no compiled transforms: im2col
+    try:
+        assert not takes((128, 32, 28, 28), 32)
+    finally:
+        runtime.set_jit(previous)
