@@ -631,3 +631,39 @@ def winograd_input_adjoint(dv, dxp, halo, r0, r1):  # pragma: no cover - compile
             for j in range(wp):
                 x2[j] = t1[j] + t2[j] - t0[j]
                 x3[j] = -t3[j]
+
+
+# ---- strided im2col / col2im (conv.py's "strided" mode) --------------------------------
+# NumPy copies one kernel offset at a time as a strided 4-D slice, whose inner loops are
+# one output row (Wo elements, at stride sw) long; here the same copies and adds run
+# with no per-row overhead.
+
+@numba.njit(nogil=True, cache=True)
+def im2col_strided(src, cols, n0, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
+    """``cols[c, p*kw + q, m, i, j] = src[c, n0 + m, i*sh + p*dh, j*sw + q*dw]``:
+    src the padded input (C, N, Hp, Wp), cols (C, kH*kW, images, Ho, Wo)."""
+    nc, kk, nm, ho, wo = cols.shape
+    for c in range(nc):
+        for m in range(nm):
+            for k in range(kk):
+                p, q = k // kw, k % kw
+                for i in range(ho):
+                    row, dst = src[c, n0 + m, i * sh + p * dh], cols[c, k, m, i]
+                    off = q * dw
+                    for j in range(wo):
+                        dst[j] = row[j * sw + off]
+
+
+@numba.njit(nogil=True, cache=True)
+def col2im_strided(cols, dxp, n0, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
+    """The adjoint: ``dxp[c, n0 + m, i*sh + p*dh, j*sw + q*dw] += cols[c, p*kw + q, m, i, j]``."""
+    nc, kk, nm, ho, wo = cols.shape
+    for c in range(nc):
+        for m in range(nm):
+            for k in range(kk):
+                p, q = k // kw, k % kw
+                for i in range(ho):
+                    row, src = dxp[c, n0 + m, i * sh + p * dh], cols[c, k, m, i]
+                    off = q * dw
+                    for j in range(wo):
+                        row[j * sw + off] += src[j]

@@ -25,11 +25,15 @@ Backward ("dot product accounting"):
   mode, 32 or more input channels per group; ``_Geometry.dx_geometry``) the backward
   computes dx exactly so, with the forward's own im2col + GEMM.
 
-Two kinds of convolution skip the columns where Numba is installed (compiled loops in
+Three kinds of convolution skip the columns where Numba is installed (compiled loops in
 ``_jit.py``, ``cnnkit.runtime.set_jit``; the NumPy code here stays as their twin):
-depthwise ones (one input channel per filter, kH*kW shifted multiply-adds per channel)
-and, at stride 1 with one group, those whose K = C*kH*kW is at most 32 (a network's
-first layer: the same shifted multiply-adds per image, summed over channels).
+depthwise ones (one input channel per filter, kH*kW shifted multiply-adds per channel);
+at stride 1 with one group, those whose K = C*kH*kW is at most 32 (a network's
+first layer: the same shifted multiply-adds per image, summed over channels); and 3x3
+stride-1 ones with 16+ channels and enough output tiles, which run as Winograd
+F(2x2, 3x3) (``winograd.py``; 2.25x fewer multiply-adds, see ``_winograd``). Where
+the columns are built in strided mode, the copies (im2col) and adds (col2im) are
+compiled too, in NumPy's order (the same bits).
 
 Outputs are NCHW-shaped views of channel-major (C, N, H, W) memory, which is what
 the next convolution's im2col reads fastest; use ``np.ascontiguousarray`` if you
@@ -563,8 +567,12 @@ class _Geometry:
                 cols[:, k] = xt[(slice(None),) + rows_cols]
         else:
             cols = buf[:c * kk * (b - a)].reshape((c, kk, n1 - n0) + self.out_hw)
-            for k, rows_cols in enumerate(self._tap_slices):
-                cols[:, k] = src[(slice(None), slice(n0, n1)) + rows_cols]
+            jit = jit_kernels()
+            if jit is not None:  # the same copies, compiled (no per-row overhead)
+                jit.im2col_strided(src, cols, n0, self.w_shape[3], *self.stride, *self.dilation)
+            else:
+                for k, rows_cols in enumerate(self._tap_slices):
+                    cols[:, k] = src[(slice(None), slice(n0, n1)) + rows_cols]
         return cols.reshape(g, (c // g) * kk, b - a)
 
     def _transposed_input(self, buf: np.ndarray, chunk) -> np.ndarray:
@@ -650,8 +658,12 @@ class _Geometry:
             dxp[:, n0:n1] = xt.transpose(0, 3, 1, 2)
         else:
             cols = dx_col.reshape((c, kk, n1 - n0) + self.out_hw)
-            for k, rows_cols in enumerate(self._tap_slices):
-                dxp[(slice(None), slice(n0, n1)) + rows_cols] += cols[:, k]
+            jit = jit_kernels()
+            if jit is not None:  # the same adds in the same order, compiled
+                jit.col2im_strided(cols, dxp, n0, self.w_shape[3], *self.stride, *self.dilation)
+            else:
+                for k, rows_cols in enumerate(self._tap_slices):
+                    dxp[(slice(None), slice(n0, n1)) + rows_cols] += cols[:, k]
 
     def finish_dx(self, dxp: np.ndarray) -> np.ndarray:
         """The gradient buffer as the input's (N, C, H, W) gradient (a view when possible)."""

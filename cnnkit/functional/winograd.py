@@ -46,10 +46,12 @@ BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-# Tile rows per chunk: about this many bytes of V (16 x channels x tiles). Measured on
-# (128, 32, 28, 28) 32->32 forward, one thread: 1 image per chunk (0.4 MB) 35-39 ms,
-# 2 (0.8 MB) 35, 4 (1.6 MB) 35, 8 (3.2 MB) 60 (the transforms fall out of L2).
-CHUNK_BYTES = 1 << 20
+# Tile rows per chunk: about this many bytes of V (16 x channels x tiles), so that V and
+# M stay in L2 cache (512 KiB a core here) between transform and GEMM. Measured (forward
+# + backward, one thread, ms, 64/128/256/512/1024/2048 KiB): 32->32 at 28x28 batch 128
+# 216/165/143/112/137/183; 64->64 at 56x56 batch 8 94/124/105/72/140/106; 16->16 at 32x32
+# batch 128 84/63/58/58/62/73 (a busy host: +-15%).
+CHUNK_BYTES = 512 << 10
 # Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
 SERIAL_MACS = 1 << 22
 

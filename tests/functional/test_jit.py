@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as TF
 
 from cnnkit import runtime
+from cnnkit.functional import conv
 from cnnkit.functional.conv import conv2d_backward, conv2d_forward
 from tests.functional import test_conv as T
 
@@ -249,6 +250,46 @@ def test_depthwise_cache_immune_to_in_place_changes(jit_mode):
     dx, dw, _ = conv2d_backward(dy, cache)
     np.testing.assert_allclose(dw, ref[2], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, ref[1], rtol=1e-12, atol=1e-12)
+
+
+def _strided_mode(cfg):
+    """True when the sweeps' configuration builds its columns in strided mode, image by
+    image (the compiled im2col_strided / col2im_strided)."""
+    x, w, b, _ = T.conv_arrays(cfg, np.float64)
+    cache = conv2d_forward(x, w, b, stride=cfg["stride_arg"], padding=cfg["padding_arg"],
+                           dilation=cfg["dilation_arg"], groups=cfg["groups"])[1]
+    geo = cache[0]
+    return not cache[7] and geo.mode == "strided" and not geo.batch_inner and not isinstance(cache[1], conv._WinogradSaved)
+
+
+STRIDED = [c for c in T.TORCH_CONFIGS[::2] if _strided_mode(c)]
+
+
+def test_sweeps_hold_enough_strided_configurations():
+    assert len(STRIDED) >= 60
+    assert any(c["stride"] != (1, 1) for c in STRIDED) and any(c["dilation"] != (1, 1) for c in STRIDED)
+    assert any(1 < c["groups"] for c in STRIDED)
+
+
+@pytest.mark.parametrize("jit_mode", [True, False])
+def test_strided_im2col_sweep_matches_torch(jit_mode):
+    """Half of the PyTorch sweep's strided-mode convs, with compiled and NumPy im2col/col2im."""
+    _sweep_matches_torch(STRIDED)
+
+
+def test_strided_im2col_same_bits_both_ways():
+    """The compiled copies and adds run in NumPy's order: y and every gradient agree to the bit."""
+    for cfg in STRIDED[:40]:
+        x, w, b, dy = T.conv_arrays(cfg, np.float32)
+        out = {}
+        for mode in (True, False):
+            previous = runtime.set_jit(mode)
+            try:
+                out[mode] = T.run_fast(cfg, x, w, b, dy)
+            finally:
+                runtime.set_jit(previous)
+        for a, r in zip(out[True], out[False]):
+            assert (a is None and r is None) or np.array_equal(a, r), cfg
 
 
 def test_set_jit_switches_and_validates():
