@@ -29,6 +29,7 @@ from tests.functional import test_conv as T
 
 numba = pytest.importorskip("numba")
 torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel:UserWarning")
 
 
 def _is_depthwise(cfg):
