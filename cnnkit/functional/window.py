@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from .._errors import type_error, value_error
+from ..runtime import parallel_ranges
 from ._check import pair
 
 
@@ -135,9 +136,18 @@ def pad_channel_major(x: np.ndarray, pads, size_hw, fill: float = 0.0) -> np.nda
     needs_fill = top or left or hp > top + h or wp > left + w
     if not needs_fill:  # windows stay inside the input: read it in place
         return x.transpose(1, 0, 2, 3)[:, :, :hp, :wp]  # (C, N, Hp, Wp) view
-    xp = np.full((c, n, hp, wp), fill, dtype=x.dtype)  # (C, N, Hp, Wp)
+    xp = np.empty((c, n, hp, wp), dtype=x.dtype)  # (C, N, Hp, Wp)
     hh, ww = min(h, hp - top), min(w, wp - left)
-    xp[:, :, top:top + hh, left:left + ww] = x.transpose(1, 0, 2, 3)[:, :, :hh, :ww]
+    x_cn = x.transpose(1, 0, 2, 3)
+
+    def copy(c0, c1):  # the borders filled, the inside copied: each element written once
+        part = xp[c0:c1]
+        part[:, :, :top] = fill
+        part[:, :, top + hh:] = fill
+        part[:, :, top:top + hh, :left] = fill
+        part[:, :, top:top + hh, left + ww:] = fill
+        part[:, :, top:top + hh, left:left + ww] = x_cn[c0:c1, :, :hh, :ww]
+    parallel_ranges(copy, c, xp.size)  # by channels, on cnnkit's worker threads (b1 64@56: serial)
     return xp
 
 
