@@ -401,7 +401,8 @@ def test_batch_inner_choice():
 
 def test_serial_choice(monkeypatch):
     """Small convs run on the calling thread; a batch-1 conv with few columns but a large
-    GEMM is one chunk whose GEMM gets BLAS on every core; big convs split by images."""
+    GEMM, or a 1x1 conv of one image, is one chunk whose GEMM gets BLAS on every core; big
+    convs split by images."""
     from cnnkit import runtime
     from cnnkit.functional import conv
     monkeypatch.setitem(runtime._state, "threads", 2)
@@ -413,6 +414,11 @@ def test_serial_choice(monkeypatch):
     assert not geo((1, 512, 14, 14), (512, 512, 1, 1), (0, 0, 0, 0)).serial(4)        # MobileNet's 1x1
     big = geo((64, 32, 28, 28), (32, 32, 3, 3), (1, 1, 1, 1))
     assert big.threads(4) == 2 and not big.serial(4) and len(list(big.chunks(4))) >= 2
+    # a 1x1 conv of one image: one GEMM (BLAS threads it) up to 16 MB of input; batches split
+    one = geo((1, 256, 56, 56), (64, 256, 1, 1), (0, 0, 0, 0))                         # 3.2 MB
+    assert one.threads(4) == 1 and not one.serial(4) and len(list(one.chunks(4))) == 1
+    assert geo((1, 1024, 64, 64), (64, 1024, 1, 1), (0, 0, 0, 0)).threads(4) == 2      # 16.8 MB
+    assert geo((8, 512, 14, 14), (512, 512, 1, 1), (0, 0, 0, 0)).threads(4) == 2       # batch 8
 
 
 def test_dx_path_choice(monkeypatch):
