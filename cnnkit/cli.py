@@ -26,9 +26,10 @@ import numpy as np
 # Recipes measured on this project's 2-core machine (the README gives the numbers).
 # SGD uses Nesterov momentum; the learning rate follows a cosine schedule per epoch.
 RECIPES = {
-    # 92.09% test in 5 min 09 s on 2 worker threads (make demo at 37daacd; 92.13% in 5 min 20 s
-    # before the compiled kernels, 6 min 09 s before dx-as-convolution; before the threads:
-    # 92.25% in 7 min 40 s), 5,000 images held out for validation
+    # 92.13% test in 4 min 37 s on 2 worker threads (make demo at 5fe3ccc; 92.09% in 5 min 09 s
+    # before Winograd, 5 min 20 s before the compiled kernels, 6 min 09 s before
+    # dx-as-convolution; before the threads: 92.25% in 7 min 40 s), 5,000 images held out
+    # for validation
     "default": dict(model="cnn", epochs=7, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
                     schedule="cosine", augment=False, optimizer="sgd"),
     # conv-BN-ReLU x2, pool, x2, pool, with random horizontal flips: 93.46% test (val 94.20%)
