@@ -484,13 +484,15 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
 # ---- Winograd F(2x2, 3x3) transforms (cnnkit/functional/winograd.py) -----------------
 # A chunk is the tile rows r0..r1-1 of the whole batch (tile row R is image R // th,
 # row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
-# (16, channels, tiles) matrices. Each kernel transforms the rows of a tile row first
+# (channels, 16, tiles) arrays: a channel's 16 transformed values lie close together,
+# which made the input transform 25-45% faster than (16, channels, tiles) (the GEMMs
+# read each (channels, tiles) slice at a stride, as fast). Each kernel transforms the rows of a tile row first
 # (long contiguous loops), then its columns.
 
 @numba.njit(nogil=True, cache=True)
 def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
-    """``v[4i+j, c, p] = (B^T d B)[i, j]`` for every 4x4 input tile d of the padded
-    input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (16, C, (r1-r0)*tw)."""
+    """``v[c, 4i+j, p] = (B^T d B)[i, j]`` for every 4x4 input tile d of the padded
+    input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (C, 16, (r1-r0)*tw)."""
     nc, wp = xp.shape[0], xp.shape[3]
     th, tw = (xp.shape[2] - 2) // 2, (wp - 2) // 2
     t = np.empty((4, wp), dtype=xp.dtype)
@@ -505,7 +507,7 @@ def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
                 t[3, j] = d1[j] - d3[j]
             p = (rr - r0) * tw
             for i in range(4):  # and on the columns
-                ti, va, vb, vc, vd = t[i], v[4 * i, c], v[4 * i + 1, c], v[4 * i + 2, c], v[4 * i + 3, c]
+                ti, va, vb, vc, vd = t[i], v[c, 4 * i], v[c, 4 * i + 1], v[c, 4 * i + 2], v[c, 4 * i + 3]
                 for tx in range(tw):
                     a0, a1, a2, a3 = ti[2 * tx], ti[2 * tx + 1], ti[2 * tx + 2], ti[2 * tx + 3]
                     va[p + tx] = a0 - a2
@@ -517,7 +519,7 @@ def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
 @numba.njit(nogil=True, cache=True)
 def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     """``y tile = A^T M A`` (+ b[f]; clamped at 0 with ``relu``) for the tiles of tile rows
-    r0..r1-1, from m (16, F, (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
+    r0..r1-1, from m (F, 16, (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
     past Ho or Wo are dropped."""
     nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
     tw = m.shape[2] // max(r1 - r0, 1)
@@ -530,7 +532,7 @@ def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
             n, r = rr // th, 2 * (rr % th)
             p = (rr - r0) * tw
             for i in range(4):  # A^T on each row of the tiles: (m0 + m1 + m2, m1 - m2 - m3)
-                ma, mb, mc, md = m[4 * i, f], m[4 * i + 1, f], m[4 * i + 2, f], m[4 * i + 3, f]
+                ma, mb, mc, md = m[f, 4 * i], m[f, 4 * i + 1], m[f, 4 * i + 2], m[f, 4 * i + 3]
                 sa, sb = s[2 * i], s[2 * i + 1]
                 for tx in range(tw):
                     sa[tx] = ma[p + tx] + mb[p + tx] + mc[p + tx]
@@ -553,7 +555,7 @@ def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
 @numba.njit(nogil=True, cache=True)
 def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     """The adjoint of :func:`winograd_output` (without bias): ``dM = A dY A^T`` per tile,
-    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (16, F, (r1-r0)*tw)."""
+    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (F, 16, (r1-r0)*tw)."""
     nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
     tw = dm.shape[2] // max(r1 - r0, 1)
     row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
@@ -578,7 +580,7 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
             p = (rr - r0) * tw
             for i in range(4):  # and across the columns
                 sa, sb = s[2 * i], s[2 * i + 1]
-                ma, mb, mc, md = dm[4 * i, f], dm[4 * i + 1, f], dm[4 * i + 2, f], dm[4 * i + 3, f]
+                ma, mb, mc, md = dm[f, 4 * i], dm[f, 4 * i + 1], dm[f, 4 * i + 2], dm[f, 4 * i + 3]
                 for tx in range(tw):
                     a, c = sa[tx], sb[tx]
                     ma[p + tx] = a
@@ -603,7 +605,7 @@ def winograd_input_adjoint(dv, dxp, halo, r0, r1):  # pragma: no cover - compile
             p = (rr - r0) * tw
             for i in range(4):  # B across the columns, overlapping tiles summed
                 ti = t[i]
-                va, vb, vc, vd = dv[4 * i, c], dv[4 * i + 1, c], dv[4 * i + 2, c], dv[4 * i + 3, c]
+                va, vb, vc, vd = dv[c, 4 * i], dv[c, 4 * i + 1], dv[c, 4 * i + 2], dv[c, 4 * i + 3]
                 ti[0], ti[1] = 0, 0
                 for tx in range(tw):
                     g0, g1, g2, g3 = va[p + tx], vb[p + tx], vc[p + tx], vd[p + tx]

@@ -81,26 +81,26 @@ def _tile_row(rr: int, th: int):
 
 
 def winograd_input(xp, v, r0, r1):
-    """``v[4i+j, c, p] = (B^T d B)[i, j]`` for the 4x4 input tiles d of tile rows
-    r0..r1-1 of the padded input xp (C, N, 2*th + 2, 2*tw + 2); v: (16, C, (r1-r0)*tw)."""
+    """``v[c, 4i+j, p] = (B^T d B)[i, j]`` for the 4x4 input tiles d of tile rows
+    r0..r1-1 of the padded input xp (C, N, 2*th + 2, 2*tw + 2); v: (C, 16, (r1-r0)*tw)."""
     th, tw = (xp.shape[2] - 2) // 2, (xp.shape[3] - 2) // 2
     bt = BT.astype(xp.dtype)
     for rr in range(r0, r1):
         n, r = _tile_row(rr, th)
         d = np.lib.stride_tricks.sliding_window_view(xp[:, n, r:r + 4], 4, axis=2)[:, :, ::2]  # (C, 4, tw, 4)
         p = (rr - r0) * tw
-        v[:, :, p:p + tw] = np.einsum("ik,cktl,jl->ijct", bt, d, bt).reshape(16, xp.shape[0], tw)
+        v[:, :, p:p + tw] = np.einsum("ik,cktl,jl->cijt", bt, d, bt).reshape(xp.shape[0], 16, tw)
 
 
 def winograd_output(m, y, b, r0, r1, th, relu):
-    """``Y = A^T M A`` (+ b; ReLU) from m (16, F, (r1-r0)*tw) into y (F, N, Ho, Wo)."""
+    """``Y = A^T M A`` (+ b; ReLU) from m (F, 16, (r1-r0)*tw) into y (F, N, Ho, Wo)."""
     nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
     tw = m.shape[2] // max(r1 - r0, 1)
     at = AT.astype(y.dtype)
     for rr in range(r0, r1):
         n, r = _tile_row(rr, th)
         p = (rr - r0) * tw
-        tiles = np.einsum("ai,ijft,bj->ftab", at, m[:, :, p:p + tw].reshape(4, 4, nf, tw), at)
+        tiles = np.einsum("ai,fijt,bj->ftab", at, m[:, :, p:p + tw].reshape(nf, 4, 4, tw), at)
         rows = tiles.transpose(0, 2, 1, 3).reshape(nf, 2, 2 * tw)  # (F, 2, 2*tw)
         if b.shape[0]:
             rows += b[:, None, None]
@@ -111,7 +111,7 @@ def winograd_output(m, y, b, r0, r1, th, relu):
 
 
 def winograd_output_adjoint(dy, dm, r0, r1, th):
-    """``dM = A dY A^T`` per tile: dy (F, N, Ho, Wo) (zero past Ho, Wo) into dm (16, F, (r1-r0)*tw)."""
+    """``dM = A dY A^T`` per tile: dy (F, N, Ho, Wo) (zero past Ho, Wo) into dm (F, 16, (r1-r0)*tw)."""
     nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
     tw = dm.shape[2] // max(r1 - r0, 1)
     at = AT.astype(dy.dtype)
@@ -122,7 +122,7 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):
         g[:, :k, :wo] = dy[:, n, r:r + k]
         tiles = g.reshape(nf, 2, tw, 2).transpose(0, 2, 1, 3)  # (F, tw, 2, 2)
         p = (rr - r0) * tw
-        dm[:, :, p:p + tw] = np.einsum("ai,ftab,bj->ijft", at, tiles, at).reshape(16, nf, tw)
+        dm[:, :, p:p + tw] = np.einsum("ai,ftab,bj->fijt", at, tiles, at).reshape(nf, 16, tw)
 
 
 def winograd_input_adjoint(dv, dxp, halo, r0, r1):
@@ -135,7 +135,7 @@ def winograd_input_adjoint(dv, dxp, halo, r0, r1):
     for rr in range(r0, r1):
         n, r = _tile_row(rr, th)
         p = (rr - r0) * tw
-        d = np.einsum("ik,ijct,jl->cktl", bt, dv[:, :, p:p + tw].reshape(4, 4, nc, tw), bt)  # (C, 4, tw, 4)
+        d = np.einsum("ik,cijt,jl->cktl", bt, dv[:, :, p:p + tw].reshape(nc, 4, 4, tw), bt)  # (C, 4, tw, 4)
         rows = np.zeros((nc, 4, dxp.shape[3]), dtype=dxp.dtype)
         for col in range(4):  # overlapping tiles: columns 2*tx + col
             rows[:, :, col:col + 2 * tw:2] += d[:, :, :, col]
@@ -180,13 +180,13 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
     chunks = _chunks(n * th, tw, max(c, f), x.dtype.itemsize)
     most = max((r1 - r0 for r0, r1 in chunks), default=0) * tw
 
-    def run(parts):  # each worker: its own V and M buffers
+    def run(parts):  # each worker: its own V (C, 16, k) and M (F, 16, k) buffers
         v, m = np.empty(16 * c * most, dtype=x.dtype), np.empty(16 * f * most, dtype=x.dtype)
         for r0, r1 in parts:
             k = (r1 - r0) * tw
-            vk = v[:16 * c * k].reshape(16, c, k)
+            vk, mk = v[:16 * c * k].reshape(c, 16, k), m[:16 * f * k].reshape(f, 16, k)
             kernels.winograd_input(xp, vk, r0, r1)
-            mk = np.matmul(u, vk, out=m[:16 * f * k].reshape(16, f, k))
+            np.matmul(u, vk.transpose(1, 0, 2), out=mk.transpose(1, 0, 2))  # 16 (F, C) @ (C, k)
             kernels.winograd_output(mk, y, bias, r0, r1, th, relu)
     parallel_map(run, chunks, small=16 * f * c * n * th * tw < SERIAL_MACS)
     return y, (xp, u)
@@ -212,14 +212,15 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
         du = np.zeros((16, f, c), dtype=dtype) if need_dw else None
         for r0, r1 in parts:
             k = (r1 - r0) * tw
-            dmk = dm[:16 * f * k].reshape(16, f, k)
+            dmk = dm[:16 * f * k].reshape(f, 16, k)
             kernels.winograd_output_adjoint(dy_cn, dmk, r0, r1, th)
             if need_dw:
-                vk = v[:16 * c * k].reshape(16, c, k)
+                vk = v[:16 * c * k].reshape(c, 16, k)
                 kernels.winograd_input(xp, vk, r0, r1)
-                du += np.matmul(dmk, vk.transpose(0, 2, 1))
+                du += np.matmul(dmk.transpose(1, 0, 2), vk.transpose(1, 2, 0))  # 16 (F, k) @ (k, C)
             if need_dx:
-                dvk = np.matmul(ut, dmk, out=dv[:16 * c * k].reshape(16, c, k))
+                dvk = dv[:16 * c * k].reshape(c, 16, k)
+                np.matmul(ut, dmk.transpose(1, 0, 2), out=dvk.transpose(1, 0, 2))  # 16 (C, F) @ (F, k)
                 halo = halos[r0] = np.empty((c, 2, xp.shape[3]), dtype=dtype) if r0 % th else np.empty((0, 2, 0), dtype)
                 kernels.winograd_input_adjoint(dvk, dxp, halo, r0, r1)
         return du

@@ -102,10 +102,10 @@ def test_tile_transforms_pass_the_dot_product_test(kind, shape):
     n, c, ho, wo = shape
     th, tw = winograd.tile_grid((ho, wo))
     xp = rng.standard_normal((c, n, 2 * th + 2, 2 * tw + 2))
-    v = rng.standard_normal((16, c, n * th * tw))
+    v = rng.standard_normal((c, 16, n * th * tw))
 
     def inp(a):
-        out = np.empty((16, c, n * th * tw))
+        out = np.empty((c, 16, n * th * tw))
         k.winograd_input(a, out, 0, n * th)
         return out
 
@@ -123,7 +123,7 @@ def test_tile_transforms_pass_the_dot_product_test(kind, shape):
         return r
 
     def out_adj(b):
-        r = np.empty((16, c, n * th * tw))
+        r = np.empty((c, 16, n * th * tw))
         k.winograd_output_adjoint(b, r, 0, n * th, th)
         return r
     _dot_test(out, out_adj, v, y)
