@@ -506,7 +506,8 @@ class _Geometry:
 
     def threads(self, itemsize: int) -> int:
         """Worker threads worth using: 1 below ``parallel_bytes`` of columns, where
-        handing chunks to threads costs more than it saves."""
+        handing chunks to threads costs more than it saves (a 1x1 conv of one image:
+        below ``pointwise_parallel_bytes``, where one BLAS-threaded GEMM is faster)."""
         size = self._image_columns() * self.x_shape[0] * itemsize
         one_image_1x1 = self.mode == "pointwise" and self.x_shape[0] == 1
         limit = self.pointwise_parallel_bytes if one_image_1x1 else self.parallel_bytes

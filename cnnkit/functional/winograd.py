@@ -160,11 +160,14 @@ def tile_grid(out_hw) -> tuple[int, int]:
     return -(-out_hw[0] // 2), -(-out_hw[1] // 2)
 
 
-def _chunks(rows: int, tw: int, channels: int, itemsize: int) -> list[tuple[int, int]]:
-    """Tile-row ranges of about CHUNK_BYTES of V each, at least one per worker thread."""
-    per_row = 16 * channels * tw * itemsize
+def _plan(n: int, th: int, tw: int, c: int, f: int, itemsize: int):
+    """``(chunks, most, small)``: tile-row ranges of about CHUNK_BYTES of V (or M) each,
+    at least one per worker thread; the most tiles in one of them (the buffers' size);
+    and whether the conv is small enough (SERIAL_MACS) to run in the calling thread."""
+    rows, per_row = n * th, 16 * max(c, f) * tw * itemsize
     step = max(1, min(CHUNK_BYTES // per_row, -(-rows // get_num_threads())))
-    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+    chunks = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+    return chunks, min(step, rows) * tw, 16 * f * c * rows * tw < SERIAL_MACS
 
 
 def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
@@ -177,8 +180,7 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
     u = transform_filter(w)
     y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
-    chunks = _chunks(n * th, tw, max(c, f), x.dtype.itemsize)
-    most = max((r1 - r0 for r0, r1 in chunks), default=0) * tw
+    chunks, most, small = _plan(n, th, tw, c, f, x.dtype.itemsize)
 
     def run(parts):  # each worker: its own V (C, 16, k) and M (F, 16, k) buffers
         v, m = np.empty(16 * c * most, dtype=x.dtype), np.empty(16 * f * most, dtype=x.dtype)
@@ -188,7 +190,7 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
             kernels.winograd_input(xp, vk, r0, r1)
             np.matmul(u, vk.transpose(1, 0, 2), out=mk.transpose(1, 0, 2))  # 16 (F, C) @ (C, k)
             kernels.winograd_output(mk, y, bias, r0, r1, th, relu)
-    parallel_map(run, chunks, small=16 * f * c * n * th * tw < SERIAL_MACS)
+    parallel_map(run, chunks, small=small)
     return y, (xp, u)
 
 
@@ -200,10 +202,9 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
     f, ho, wo = dy_cn.shape[0], dy_cn.shape[2], dy_cn.shape[3]
     th, tw = tile_grid((ho, wo))
     dxp = np.empty_like(xp) if need_dx else None
-    chunks = _chunks(n * th, tw, max(c, f), dy_cn.dtype.itemsize)
-    most = max((r1 - r0 for r0, r1 in chunks), default=0) * tw
+    chunks, most, small = _plan(n, th, tw, c, f, dy_cn.dtype.itemsize)
     ut = u.transpose(0, 2, 1)  # (16, C, F)
-    halos = {}
+    halos, no_halo = {}, np.empty((0, 2, 0), dtype=dy_cn.dtype)  # first tile rows below a chunk boundary
 
     def run(parts):  # each worker: its own buffers and its own share of dU
         dtype = dy_cn.dtype
@@ -221,16 +222,16 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
             if need_dx:
                 dvk = dv[:16 * c * k].reshape(c, 16, k)
                 np.matmul(ut, dmk.transpose(1, 0, 2), out=dvk.transpose(1, 0, 2))  # 16 (C, F) @ (F, k)
-                halo = halos[r0] = np.empty((c, 2, xp.shape[3]), dtype=dtype) if r0 % th else np.empty((0, 2, 0), dtype)
-                kernels.winograd_input_adjoint(dvk, dxp, halo, r0, r1)
+                if r0 % th:  # r0 starts inside an image: its top two rows go to a halo
+                    halos[r0] = np.empty((c, 2, xp.shape[3]), dtype=dtype)
+                kernels.winograd_input_adjoint(dvk, dxp, halos.get(r0, no_halo), r0, r1)
         return du
-    parts = parallel_map(run, chunks, small=16 * f * c * n * th * tw < SERIAL_MACS)
+    parts = parallel_map(run, chunks, small=small)
     dx = dw = None
     if need_dx:
         for r0, halo in halos.items():
-            if halo.size:
-                img, ty = divmod(r0, th)
-                dxp[:, img, 2 * ty:2 * ty + 2] += halo
+            img, ty = divmod(r0, th)
+            dxp[:, img, 2 * ty:2 * ty + 2] += halo
         top, _, left, _ = pads
         dx = dxp[:, :, top:top + h, left:left + wd].transpose(1, 0, 2, 3)
     if need_dw:
