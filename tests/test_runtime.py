@@ -116,3 +116,66 @@ def test_parallel_map_works_in_a_forked_child():
         assert os.WEXITSTATUS(done[1]) == 0
     finally:
         runtime.set_num_threads(1)
+
+
+def test_blas_threaded_runs_kernels_inline_with_blas_on_every_worker_core():
+    # In a fresh process, as above: BLAS's thread count is what is checked.
+    code = """
+import threading
+from threadpoolctl import threadpool_info
+from cnnkit import runtime
+blas = lambda: {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+runtime.set_num_threads(2)
+assert blas() == {1}
+me = threading.get_ident()
+threads = lambda: set(runtime.parallel_map(lambda xs: threading.get_ident(), range(4)))
+assert len(threads()) == 2
+with runtime.blas_threaded():
+    assert blas() == {2}, blas()
+    assert threads() == {me}
+    with runtime.blas_threaded():  # nested: a no-op
+        assert blas() == {2} and threads() == {me}
+    assert blas() == {2} and threads() == {me}
+assert blas() == {1} and len(threads()) == 2
+try:
+    with runtime.blas_threaded():
+        raise KeyError("boom")
+except KeyError:
+    pass
+assert blas() == {1} and len(threads()) == 2
+print("ok")
+"""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path), "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_one_image_forward_in_eval_mode_runs_in_one_threading_mode():
+    """Layer.__call__ enters blas_threaded for one image in evaluation mode only, and the
+    output is the one the batched forward gives that image."""
+    from cnnkit import models, runtime
+    from cnnkit.nn import Layer
+
+    seen = []
+
+    class Probe(Layer):
+        def forward(self, x):
+            seen.append(bool(getattr(runtime._local, "busy", False)))
+            return x
+
+        def backward(self, dy):
+            return dy
+
+    net = models.get("cnn_bn", rng=np.random.default_rng(0)).eval()
+    probe = Probe()
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    runtime.set_num_threads(2)
+    try:
+        batch = net(x)
+        one = net(x[:1])
+        probe.eval()(x[:1]), probe(x), probe.train()(x[:1])
+    finally:
+        runtime.set_num_threads(1)
+    assert seen == [True, False, False]
+    np.testing.assert_allclose(one, batch[:1], rtol=1e-5, atol=1e-6)
+    assert not getattr(runtime._local, "busy", False)

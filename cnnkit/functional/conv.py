@@ -149,6 +149,7 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
     y = np.empty((f, n) + geo.out_hw, dtype=x.dtype)
     kept = {} if keep else None
     bias = None if b is None else b.reshape(w_mat.shape[0], w_mat.shape[1], 1)  # (G, Fg, 1)
+    jit = jit_kernels() if relu or b is not None else None
 
     def forward_chunks(chunks):  # each worker thread: its own buffers, its own images
         buf, res = geo.buffers(x.dtype)
@@ -157,10 +158,13 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
             if kept is not None:
                 kept[ch] = cols
             out = _matmul(w_mat, cols, geo.result_view(y, ch, res))  # (G, Fg, m)
-            if bias is not None:
-                out += bias
-            if relu:
-                np.maximum(out, 0, out=out)
+            if jit is not None:  # bias and ReLU in one compiled pass
+                jit.bias_relu(out, bias if bias is not None else _unused(3, x.dtype), relu)
+            else:
+                if bias is not None:
+                    out += bias
+                if relu:
+                    np.maximum(out, 0, out=out)
             geo.store(y, ch, res)  # shift mode: keep the valid grid positions
     parallel_map(forward_chunks, geo.chunks(x.dtype.itemsize), small=geo.serial(x.dtype.itemsize))
     return y, cache_x, kept

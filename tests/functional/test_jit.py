@@ -344,3 +344,35 @@ def test_relu_forward_same_bits_both_ways_and_torch(layout, inplace, dtype):
             runtime.set_jit(previous)
     assert np.array_equal(outs[0], outs[1], equal_nan=True)
     assert np.array_equal(outs[0], ref, equal_nan=True)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("kind", ["shift", "strided", "pointwise", "groups"])
+def test_bias_relu_epilogue_same_bits_both_ways(kind, bias, relu):
+    """The compiled epilogue of the column path (bias and fused ReLU in one pass) gives
+    NumPy's bits, NaN and -0.0 included, on every column mode and with groups."""
+    rng = np.random.default_rng(7)
+    c, f, k, stride, pad, groups = {"shift": (5, 6, 3, 1, 1, 1), "strided": (5, 6, 3, 2, 1, 1),
+                                    "pointwise": (5, 6, 1, 1, 0, 1), "groups": (6, 4, 3, 1, 1, 2)}[kind]
+    x = rng.standard_normal((3, c, 16, 16)).astype(np.float32)
+    x[0, 0, 2, 2], x[1, 1, 4, 4] = np.nan, -0.0
+    w = rng.standard_normal((f, c // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32) if bias else None
+    geo = conv._geometry(x.shape, w.shape, (pad,) * 4, (stride, stride), (1, 1),
+                         ((16 + 2 * pad - k) // stride + 1,) * 2, groups)
+    assert geo.mode == ("pointwise" if kind == "pointwise" else "strided" if kind == "strided" else "shift")
+    out = {}
+    for mode in (True, False):
+        previous = runtime.set_jit(mode)
+        try:
+            out[mode] = conv2d_forward(x, w, b, stride, pad, groups=groups, relu=relu)[0]
+        finally:
+            runtime.set_jit(previous)
+    assert np.isnan(out[True]).any()
+    np.testing.assert_array_equal(out[True], out[False])
+    assert np.array_equal(np.signbit(out[True]), np.signbit(out[False]))
+    ref = TF.conv2d(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
+                    stride, pad, groups=groups)
+    ref = (torch.relu(ref) if relu else ref).numpy()
+    np.testing.assert_allclose(out[True], ref, rtol=1e-5, atol=1e-5)
