@@ -15,11 +15,13 @@ input (``window.window_slices``):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .._errors import value_error
 from ..runtime import jit_kernels, parallel_ranges
-from ._check import check_array, pair
+from ._check import check_array, memo, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
 
@@ -40,12 +42,18 @@ def check_pool_spec(kernel_size, stride, padding, dilation, where, *, max_pool: 
 
 
 def _pool_args(x, kernel_size, stride, padding, dilation, ceil_mode, where, *, max_pool: bool):
+    """Check ``x`` and the arguments: ``(kernel, stride, dilation, pads, out_hw)``, the
+    arguments' part remembered per call signature (``_check.memo``)."""
     check_array(x, where, ndim=4, layout="N, C, H, W")
+    return memo(_pool_plan, tuple(x.shape), kernel_size, stride, padding, dilation, ceil_mode, where, max_pool)
+
+
+def _pool_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where, max_pool):
     kernel, stride, dilation = check_pool_spec(kernel_size, stride, padding, dilation, where,
                                                max_pool=max_pool)
-    pads = resolve_padding(padding, kernel, stride, dilation, x.shape[2:], where)
-    out_hw = output_hw(x.shape[2:], kernel, stride, dilation, pads, where, ceil_mode=ceil_mode,
-                       input_shape=x.shape, padding=padding)
+    pads = resolve_padding(padding, kernel, stride, dilation, x_shape[2:], where)
+    out_hw = output_hw(x_shape[2:], kernel, stride, dilation, pads, where, ceil_mode=ceil_mode,
+                       input_shape=x_shape, padding=padding)
     return kernel, stride, dilation, pads, out_hw
 
 
@@ -240,6 +248,25 @@ def _window_counts(size, pad_before, pad_after, k, s, out, include_pad):
     return end - start
 
 
+@functools.lru_cache(maxsize=256)
+def _offsets(kernel, stride, out_hw) -> tuple:
+    """The (rows, cols) slices of each window offset, row-major (no dilation)."""
+    return tuple(rows_cols for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw))
+
+
+@functools.lru_cache(maxsize=256)
+def _divisor(in_hw, pads, kernel, stride, out_hw, count_include_pad, divisor_override, dtype) -> np.ndarray:
+    """Each output position's divisor, (Ho, Wo), read-only (it is shared between calls)."""
+    if divisor_override is not None:
+        divisor = np.full(out_hw, divisor_override, dtype=dtype)
+    else:
+        ch = _window_counts(in_hw[0], pads[0], pads[1], kernel[0], stride[0], out_hw[0], count_include_pad)
+        cw = _window_counts(in_hw[1], pads[2], pads[3], kernel[1], stride[1], out_hw[1], count_include_pad)
+        divisor = np.outer(ch, cw).astype(dtype)
+    divisor.flags.writeable = False
+    return divisor
+
+
 def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                        count_include_pad: bool = True, divisor_override: int | None = None, *,
                        where: str = "avg_pool2d"):
@@ -259,13 +286,9 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, ceil_
                           divisor_override=divisor_override)
     size_hw = padded_size(out_hw, kernel, stride, (1, 1))
     xp = pad_channel_major(x, pads, size_hw)  # (C, N, Hp, Wp)
-    offsets = [rows_cols for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw)]
-    if divisor_override is not None:
-        divisor = np.full(out_hw, divisor_override, dtype=x.dtype)
-    else:
-        ch = _window_counts(x.shape[2], pads[0], pads[1], kernel[0], stride[0], out_hw[0], count_include_pad)
-        cw = _window_counts(x.shape[3], pads[2], pads[3], kernel[1], stride[1], out_hw[1], count_include_pad)
-        divisor = np.outer(ch, cw).astype(x.dtype)  # (Ho, Wo)
+    offsets = _offsets(kernel, stride, out_hw)
+    divisor = _divisor(tuple(x.shape[2:]), pads, kernel, stride, out_hw, bool(count_include_pad),
+                       divisor_override, x.dtype)
     y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
 
     def window_means(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
@@ -283,7 +306,7 @@ def avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Spread each ``dy`` evenly (``dy / n``) over its window."""
     x_shape, pads, size_hw, kernel, stride, out_hw, divisor = cache
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
-    offsets = [rows_cols for _, _, rows_cols in window_slices(kernel, stride, (1, 1), out_hw)]
+    offsets = _offsets(kernel, stride, out_hw)
     # Windows that tile the buffer exactly (kernel == stride) touch each position once:
     # each offset's slice is written, with no zeroing and no read-modify-write.
     tiles = tuple(kernel) == tuple(stride) and tuple(size_hw) == (out_hw[0] * kernel[0], out_hw[1] * kernel[1])

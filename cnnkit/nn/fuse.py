@@ -16,6 +16,15 @@
   42.7 ms, within the noise of this machine).
 - **ReLU6 in place** (``inplace=True``) in the same position: the conv keeps no
   reference to its output, so overwriting it loses nothing.
+- **Constant scales and shifts folded into the conv or linear layer before them** (ONNX
+  Runtime's Conv-Mul/Conv-Add fusions): an imported ``x * c``, ``x / c``, ``x + c`` or
+  ``x - c`` whose constant holds one finite value per output channel (or one in all), of
+  the layer's dtype, on a ``Conv2d`` or ``Linear`` output that nothing else reads (LeNet-5's
+  scaled tanh, ``1.7159 * tanh(2/3 * a)``, exports such a Mul after each layer).
+- **Zero padding folded into the conv after it**: an imported constant-0 ``Pad`` of the
+  spatial axes only, read by a ``Conv2d`` alone, becomes part of the conv's ``padding``.
+- **Identity nodes dropped from a Graph** (their readers read their input; a Graph output
+  stays): each costs a call per forward. Sequential children keep their places.
 
 Where the dataflow is known: a ``Sequential`` (each child feeds only the next) and a
 ``Graph`` (its node list), recursively; the children of other layers are visited, but
@@ -35,10 +44,11 @@ from .activation import Identity, ReLU, ReLU6
 from .containers import Graph, Sequential
 from ..functional.norm import running_affine
 from .conv import Conv2d
+from .linear import Linear
 from .module import Layer, Parameter
 from .norm import BatchNorm2d
 
-__all__ = ["fuse_for_inference", "fold_batchnorm"]
+__all__ = ["fuse_for_inference", "fold_batchnorm", "fold_constant", "fold_pad"]
 
 
 def fold_batchnorm(conv: Conv2d, bn: BatchNorm2d) -> None:
@@ -52,16 +62,83 @@ def fold_batchnorm(conv: Conv2d, bn: BatchNorm2d) -> None:
     conv.bias = Parameter((old_bias * scale + shift).astype(w.dtype))
 
 
+def fold_constant(target, op) -> bool:
+    """Fold ``op``, an imported ``Binary`` computing ``y * c``, ``y / c``, ``y + c`` or
+    ``y - c`` of ``target``'s output y, into ``target`` (a Conv2d without a fused ReLU, or a
+    Linear), in place. Returns False (and changes nothing) unless the constant is finite
+    (and non-zero for a division), of the weights' dtype, and holds one value per output
+    channel or one in all, so that the result's shape and dtype stay the same."""
+    from ..io.onnx._layers import Binary
+    if type(op) is not Binary or op.weight is None or not isinstance(target, (Conv2d, Linear)):
+        return False
+    if isinstance(target, Conv2d) and target.fused_relu or op.op not in ("Mul", "Div", "Add", "Sub"):
+        return False
+    if op.op in ("Div", "Sub") and op.const_pos != 1:  # c / y and c - y are not affine in y's weights' way
+        return False
+    w = target.weight.data
+    c = np.asarray(op._const())
+    out_ndim, f = (4 if isinstance(target, Conv2d) else 2), w.shape[0]
+    if c.dtype != w.dtype or c.ndim > out_ndim:
+        return False
+    c = c.reshape((1,) * (out_ndim - c.ndim) + c.shape)  # as broadcasting aligns it with y
+    if any(size != 1 for axis, size in enumerate(c.shape) if axis != 1) or c.shape[1] not in (1, f):
+        return False
+    vec = np.broadcast_to(c.reshape(-1).astype(np.float64), (f,))
+    if not np.isfinite(vec).all() or op.op == "Div" and not vec.all():
+        return False
+    if op.op in ("Mul", "Div"):
+        scale = 1.0 / vec if op.op == "Div" else vec
+        target.weight.data = (w.astype(np.float64) * scale.reshape((f,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        if target.bias is not None:
+            target.bias.data = (target.bias.data.astype(np.float64) * scale).astype(w.dtype)
+    else:
+        old_bias = 0.0 if target.bias is None else target.bias.data.astype(np.float64)
+        target.bias = Parameter((old_bias + (-vec if op.op == "Sub" else vec)).astype(w.dtype))
+    return True
+
+
+def fold_pad(pad, conv: Conv2d) -> bool:
+    """Fold an imported constant-0 ``Pad`` of the two spatial axes of a 4-D input into
+    ``conv``'s padding (numeric, not 'same'/'valid'), in place; False if it does not qualify."""
+    p = list(pad.pads)
+    if len(p) != 8 or pad.value != 0.0 or any(p[i] for i in (0, 1, 4, 5)) or isinstance(conv.padding, str):
+        return False
+    top, bottom, left, right = (conv.padding if len(conv.padding) == 4 else
+                                (conv.padding[0], conv.padding[0], conv.padding[1], conv.padding[1]))
+    conv.padding = (top + p[2], bottom + p[6], left + p[3], right + p[7])
+    return True
+
+
+def _drop_identities(graph: Graph) -> int:
+    """Remove ``graph``'s Identity nodes (not its outputs), their readers reading their
+    input instead; returns how many."""
+    if graph._outputs is None:
+        graph._outputs = graph.output_names  # (the last node's name, before nodes go)
+    outputs, alias, kept = set(graph.output_names), {}, []
+    for name, inputs in graph.nodes:
+        inputs = tuple(alias.get(i, i) for i in inputs)
+        if type(graph._children[name]) is Identity and len(inputs) == 1 and name not in outputs:
+            alias[name] = inputs[0]
+            del graph._children[name]
+            continue
+        kept.append((name, inputs))
+    removed = len(graph.nodes) - len(kept)
+    graph.nodes[:] = kept
+    return removed
+
+
 def _foldable(bn, conv) -> bool:
     return (isinstance(bn, BatchNorm2d) and isinstance(conv, Conv2d) and not bn.training
             and bn._buffers.get("running_mean") is not None)
 
 
 def fuse_for_inference(model: Layer) -> dict:
-    """Fold BatchNorms into convolutions, fuse ReLUs into them and run ReLU6s in place (see
-    the module docstring). Returns ``{"batchnorm_folded": n, "relu_fused": m,
-    "relu_in_place": k}``."""
-    counts = {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0}
+    """Fold BatchNorms, constant scales/shifts and zero padding into convolutions, fuse
+    ReLUs into them, run ReLU6s in place and drop a Graph's Identity nodes (see the module
+    docstring). Returns how many of each: ``{"batchnorm_folded": .., "relu_fused": ..,
+    "relu_in_place": .., "constant_folded": .., "pad_folded": .., "identity_removed": ..}``."""
+    counts = {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0, "constant_folded": 0,
+              "pad_folded": 0, "identity_removed": 0}
     _fuse(model, counts)
     return counts
 
@@ -69,6 +146,7 @@ def fuse_for_inference(model: Layer) -> dict:
 def _fuse(layer: Layer, counts: dict) -> None:
     if isinstance(layer, Graph):
         _fuse_steps(layer, _graph_steps(layer), counts)
+        counts["identity_removed"] += _drop_identities(layer)
     elif isinstance(layer, Sequential):
         names = [n for n, _ in layer.named_children()]
         _fuse_steps(layer, list(zip(names, [None] + names[:-1])), counts)  # each reads the one before
@@ -92,19 +170,27 @@ def _fuse_steps(container: Layer, steps: list, counts: dict) -> None:
     """Fold and set in place along ``steps``: ``(child name, source)`` in execution order,
     where ``source`` names the only child whose output this child reads, if nothing else
     reads it (None otherwise)."""
+    from ..io.onnx._layers import Pad  # (imported layers; no ONNX package needed)
     children = container._children
-    source = {}  # child name -> the Conv2d whose output it holds, unchanged
+    source = {}  # child name -> the Conv2d or Linear whose output it holds, unchanged
     for name, src in steps:
         layer = children[name]
         if src is not None and _foldable(layer, children[src]):
             fold_batchnorm(children[src], layer)
             children[name] = layer = Identity().train(False)
             counts["batchnorm_folded"] += 1
-        if isinstance(layer, Conv2d):
+        elif source.get(src) is not None and fold_constant(source[src], layer):
+            children[name] = layer = Identity().train(False)
+            counts["constant_folded"] += 1
+        if isinstance(layer, Conv2d) and src is not None and type(children[src]) is Pad \
+                and fold_pad(children[src], layer):
+            children[src] = Identity().train(False)
+            counts["pad_folded"] += 1
+        if isinstance(layer, (Conv2d, Linear)):
             source[name] = layer
         elif isinstance(layer, Identity) and src is not None:
             source[name] = source.get(src)
-        elif type(layer) is ReLU and source.get(src) is not None and not source[src].fused_relu:
+        elif type(layer) is ReLU and isinstance(source.get(src), Conv2d) and not source[src].fused_relu:
             source[src].fused_relu = True
             children[name] = Identity().train(False)
             source[name] = source[src]

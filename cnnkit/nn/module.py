@@ -21,7 +21,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from .._errors import type_error, value_error
-from ..runtime import blas_threaded
+from ..runtime import blas_threaded, inline
 
 _TREE = [0]  # bumped whenever a layer gets a parent or a parent is freed: labels change
 
@@ -184,7 +184,7 @@ class Layer:
 
     # ---- the computation ------------------------------------------------------
     def __call__(self, *inputs):
-        if self.training or not _one_image(inputs):
+        if self.training or not _one_image(inputs) or inline():
             return self.forward(*inputs)
         with blas_threaded():  # batch-1 inference: kernels inline, BLAS on every core
             return self.forward(*inputs)

@@ -387,7 +387,7 @@ def test_conv2d_both_strided_layouts_match_naive_oracle(chunk, strided_layout):
 
 def test_batch_inner_choice():
     """The default: batch-inner columns in strided mode at stride 1 with outputs at most
-    16 wide; image-major for wider outputs, strides above 1, and the other modes."""
+    16 wide; image-major for wider outputs, strides above 1, one image, and the other modes."""
     from cnnkit.functional import conv
     geo = lambda x, w, pads, stride=(1, 1): conv._Geometry(
         x, w, pads, stride, (1, 1), output_hw(x[2:], w[2:], stride, (1, 1), pads, "t"), 1)
@@ -397,6 +397,7 @@ def test_batch_inner_choice():
     assert not geo((8, 128, 28, 28), (128, 128, 3, 3), (1, 1, 1, 1), (2, 2)).batch_inner  # stride 2
     assert not geo((8, 32, 28, 28), (32, 32, 3, 3), (1, 1, 1, 1)).batch_inner       # shift mode
     assert not geo((8, 32, 14, 14), (32, 32, 1, 1), (0, 0, 0, 0)).batch_inner       # pointwise
+    assert not geo((1, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)).batch_inner          # one image
 
 
 def test_serial_choice(monkeypatch):

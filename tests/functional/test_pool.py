@@ -651,3 +651,25 @@ def test_backward_unaffected_by_in_place_change_of_returned_y(op):
     y2, cache2 = fwd(x, *args)
     y2 *= 2.0
     np.testing.assert_array_equal(bwd(dy, cache2), clean)
+
+
+def test_remembered_argument_checks_still_refuse_what_they_refused():
+    """Conv and pool argument checks are remembered per call signature (``_check.memo``):
+    a bool where an int was accepted before is still refused, lists still work, and an
+    error is raised every time."""
+    from cnnkit.functional import avg_pool2d_forward, conv2d_forward, max_pool2d_forward
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    for _ in range(2):
+        assert conv2d_forward(x, w, None, (1, 1), 1)[0].shape == (1, 3, 6, 6)
+        assert conv2d_forward(x, w, None, [1, 1], [1, 1])[0].shape == (1, 3, 6, 6)
+        with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
+            conv2d_forward(x, w, None, (1, True), 1)
+        with pytest.raises(ValueError, match="input has 2 channels"):
+            conv2d_forward(x, np.ones((3, 4, 3, 3), np.float32))
+        assert max_pool2d_forward(x, (2, 2))[0].shape == (1, 2, 3, 3)
+        assert avg_pool2d_forward(x, [2, 2])[0].shape == (1, 2, 3, 3)
+        with pytest.raises(TypeError, match="kernel_size must be an int or a pair of ints"):
+            max_pool2d_forward(x, (2, True))
+        with pytest.raises(ValueError, match="padding must be at most half"):
+            avg_pool2d_forward(x, 2, padding=2)

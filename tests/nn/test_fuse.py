@@ -43,7 +43,7 @@ def test_sequential_conv_bn_relu_folds_and_matches_torch():
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     before = plain(x)
     counts = nn.fuse_for_inference(model)
-    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "relu_in_place": 1}
+    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "relu_in_place": 1, "constant_folded": 0, "pad_folded": 0, "identity_removed": 0}
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in model.modules())
     assert [model[i].fused_relu for i in (0, 3, 6)] == [True, False, True] and model[5].inplace
     assert "fused_relu=True" in repr(model[0])
@@ -68,11 +68,12 @@ def test_nothing_folded_where_it_would_change_the_result():
     seq = nn.Sequential(nn.Conv2d(2, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU())
     seq.train()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0, "constant_folded": 0, "pad_folded": 0, "identity_removed": 0}
     seq.eval()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "relu_in_place": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "relu_in_place": 0, "constant_folded": 0, "pad_folded": 0, "identity_removed": 0}
     assert isinstance(seq[4], nn.BatchNorm2d) and not seq[5].inplace and seq[0].fused_relu
-    # a conv output that two nodes read (the BN and an Add) keeps its BN and its value
+    # a conv output that two nodes read (the BN and an Add) keeps its BN and its value;
+    # the Add reads two nodes, nothing is an Identity: no node goes
     g = nn.Graph(inputs="x")
     g.add("conv", nn.Conv2d(2, 2, 3, padding=1, rng=rng), "x")
     g.add("bn", _random_stats(nn.BatchNorm2d(2)), "conv")
@@ -81,7 +82,7 @@ def test_nothing_folded_where_it_would_change_the_result():
     g.eval()
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     before = g(x).copy()
-    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0}
+    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "relu_in_place": 0, "constant_folded": 0, "pad_folded": 0, "identity_removed": 0}
     np.testing.assert_array_equal(g(x), before)
 
 
@@ -149,3 +150,112 @@ def test_fused_model_refuses_backward_and_exports_the_relu(tmp_path):
     assert [n.op_type for n in onnx.load(path).graph.node][:2] == ["Conv", "Relu"]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], before, rtol=0, atol=1e-5)
+
+
+def _graph_copy(make):
+    a, b = make(), make()
+    b.load_state_dict(a.state_dict())
+    return a.eval(), b.eval()
+
+
+def test_constant_scales_and_shifts_fold_into_conv_and_linear_and_nodes_go():
+    """Mul/Div/Add/Sub by per-channel or scalar constants after a conv or a linear layer fold
+    into its weights and bias; the ReLU after them still fuses; the Identities left are
+    dropped from the Graph, whose output stays the same (float64 reference: the unfused twin)."""
+    from cnnkit.io.onnx._layers import Binary, OnnxFlatten
+
+    def make():
+        r = np.random.default_rng(11)
+        g = nn.Graph(inputs="x")
+        g.add("conv", nn.Conv2d(3, 4, 3, padding=1, bias=False, rng=r, dtype=np.float64), "x")
+        g.add("mul", Binary("Mul", r.uniform(-2, 2, (1, 4, 1, 1))), "conv")
+        g.add("add", Binary("Add", r.standard_normal((4, 1, 1))), "mul")
+        g.add("relu", nn.ReLU(), "add")
+        g.add("conv2", nn.Conv2d(4, 5, 1, rng=r, dtype=np.float64), "relu")
+        g.add("div", Binary("Div", np.array(1.5)), "conv2")
+        g.add("sub", Binary("Sub", r.standard_normal((1, 5, 1, 1))), "div")
+        g.add("flat", OnnxFlatten(1), "sub")
+        g.add("fc", nn.Linear(5 * 36, 3, rng=r, dtype=np.float64), "flat")
+        g.add("scale", Binary("Mul", r.uniform(0.5, 2, (1, 3))), "fc")
+        g.add("shift", Binary("Add", r.standard_normal(3), const_pos=0), "scale")
+        return g
+    plain, g = _graph_copy(make)
+    x = np.random.default_rng(12).standard_normal((2, 3, 6, 6))
+    counts = nn.fuse_for_inference(g)
+    assert counts["constant_folded"] == 6 and counts["relu_fused"] == 1
+    assert counts["identity_removed"] == 6  # the relu and five of the six Binaries; "shift" is the output
+    assert [n for n, _ in g.nodes] == ["conv", "conv2", "flat", "fc", "shift"]
+    assert g.output_names == ("shift",) and g.nodes[1][1] == ("conv",) and g._children["conv"].fused_relu
+    np.testing.assert_allclose(g(x), plain(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["spatial", "dtype", "c_minus_y", "div_zero", "nan", "two_readers", "after_relu",
+                                  "wider"])
+def test_constants_that_would_change_the_result_stay(case):
+    from cnnkit.io.onnx._layers import Binary
+    r = np.random.default_rng(13)
+    const = {"spatial": r.standard_normal((1, 1, 5, 5)).astype(np.float32),
+             "dtype": np.array(2.0), "div_zero": np.zeros((4, 1, 1), np.float32),
+             "nan": np.array([np.nan], np.float32),
+             "wider": r.standard_normal((2, 4, 1, 1)).astype(np.float32)}.get(case, np.float32(3.0))
+    op, pos = {"c_minus_y": ("Sub", 0), "div_zero": ("Div", 1)}.get(case, ("Mul", 1))
+    g = nn.Graph(inputs="x")
+    g.add("conv", nn.Conv2d(2, 4, 3, padding=1, rng=r), "x")
+    src = "conv"
+    if case == "after_relu":
+        g.add("relu", nn.ReLU(), "conv")
+        src = "relu"
+    g.add("op", Binary(op, const, const_pos=pos), src)
+    if case == "two_readers":
+        g.add("other", nn.ReLU(), "conv")
+        g.add("sum", nn.Add(), ["op", "other"])
+    g.eval()
+    x = r.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        before = g(x).copy()
+        counts = nn.fuse_for_inference(g)
+        assert counts["constant_folded"] == 0 and "op" in g._children
+        np.testing.assert_array_equal(g(x), before)
+
+
+def test_zero_padding_folds_into_the_conv_after_it():
+    from cnnkit.io.onnx._layers import Pad
+
+    def make(pads, value=0.0):
+        def build():
+            r = np.random.default_rng(14)
+            g = nn.Graph(inputs="x")
+            g.add("pad", Pad(pads, value), "x")
+            g.add("conv", nn.Conv2d(3, 4, 3, padding=(1, 0), rng=r, dtype=np.float64), "pad")
+            return g
+        return build
+    x = np.random.default_rng(15).standard_normal((2, 3, 7, 6))
+    plain, g = _graph_copy(make([0, 0, 2, 1, 0, 0, 0, 3]))
+    assert nn.fuse_for_inference(g)["pad_folded"] == 1
+    assert g._children["conv"].padding == (3, 1, 1, 3) and "pad" not in g._children
+    np.testing.assert_allclose(g(x), plain(x), rtol=1e-12, atol=1e-12)
+    for pads, value in (([1, 0, 1, 1, 0, 0, 1, 1], 0.0), ([0, 0, 1, 1, 0, 0, 1, 1], 0.5)):  # the batch axis; 0.5
+        plain, g = _graph_copy(make(pads, value))
+        assert nn.fuse_for_inference(g)["pad_folded"] == 0 and "pad" in g._children
+        np.testing.assert_array_equal(g(x), plain(x))
+
+
+def test_lenet5_import_optimized_drops_its_pad_and_scales_and_matches_onnxruntime(tmp_path):
+    """LeNet-5 (scaled tanh: a Mul before and after each tanh; a Pad before C1) through
+    export, import with optimize=True and ONNX Runtime."""
+    ort = pytest.importorskip("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    from cnnkit.io.onnx._layers import Binary, Pad
+    model = models.get("lenet5", num_classes=10, in_channels=1, rng=np.random.default_rng(0)).eval()
+    path = str(tmp_path / "lenet5.onnx")
+    cnnkit_onnx.export(model, path, (1, 1, 32, 32))
+    plain, fused = cnnkit_onnx.load(path), cnnkit_onnx.load(path, optimize=True)
+    count = lambda g, kind: sum(type(l) is kind for l in g._children.values())
+    assert count(plain, Pad) == 1 and count(fused, Pad) == 0
+    assert count(fused, Binary) == count(plain, Binary) - 4  # the Mul after C1, C3, C5 and F6
+    assert len(fused.nodes) == len(plain.nodes) - 5  # and the Pad
+    x = np.random.default_rng(1).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(fused(x), ref, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(fused(x[:1]), ref[:1], rtol=0, atol=1e-5 * scale)  # the batch-1 path

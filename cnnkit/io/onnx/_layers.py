@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._errors import value_error
 from ...functional import activation as A
 from ...nn.containers import _unbroadcast
 from ...nn.module import Layer, Parameter
@@ -174,9 +175,15 @@ class Pad(ImportedLayer):
 
     def forward(self, x):
         n = x.ndim
-        widths = [(self.pads[i], self.pads[i + n]) for i in range(n)]
+        if len(self.pads) != 2 * n:
+            raise value_error(self.label(), f"pads has {len(self.pads)} values for a {n}-D input "
+                              f"(ONNX wants 2 per axis: {2 * n})", pads=tuple(self.pads), input=tuple(x.shape))
         self._cache = x.shape
-        return np.pad(x, widths, constant_values=self.value)
+        # np.full and one copy: np.pad took 88 us on a 28x28 image (LeNet-5's first node)
+        y = np.full(tuple(s + self.pads[i] + self.pads[i + n] for i, s in enumerate(x.shape)), self.value,
+                    dtype=x.dtype)
+        y[tuple(slice(self.pads[i], self.pads[i] + s) for i, s in enumerate(x.shape))] = x
+        return y
 
     def backward(self, dy):
         shape = self._take_cache()
