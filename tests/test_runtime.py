@@ -129,12 +129,23 @@ runtime.set_num_threads(2)
 assert blas() == {1}
 me = threading.get_ident()
 threads = lambda: set(runtime.parallel_map(lambda xs: threading.get_ident(), range(4)))
+
+
+def _nested():
+    with runtime.workers_again():
+        return sorted(threads())
 assert len(threads()) == 2
 with runtime.blas_threaded():
     assert blas() == {2}, blas()
     assert threads() == {me}
     with runtime.blas_threaded():  # nested: a no-op
         assert blas() == {2} and threads() == {me}
+    assert blas() == {2} and threads() == {me}
+    with runtime.workers_again():  # parts on the workers again, BLAS on one thread
+        assert blas() == {1} and len(threads()) == 2
+        # on a worker, workers_again changes nothing: its parts stay inline
+        inner = runtime.parallel_map(lambda xs: [_nested() for _ in xs], range(2))
+        assert all(t == [threading.get_ident()] or len(t) == 1 for part in inner for t in part)
     assert blas() == {2} and threads() == {me}
 assert blas() == {1} and len(threads()) == 2
 try:

@@ -47,7 +47,7 @@ import functools
 import numpy as np
 
 from .._errors import value_error
-from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_ranges, split_range
+from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_ranges, split_range, workers_again
 from . import winograd
 from ._check import check_array, check_same_dtype, memo, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
@@ -89,7 +89,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     direct = _direct(geo, depthwise)
     wino = _winograd(geo)
     if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
-        y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino)
+        with workers_again():  # (batch-1 inference: its tile rows on the workers all the same)
+            y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino)
         cache_x, kept = _WinogradSaved(saved, wino), None
     elif direct is not None:  # a tiny K = C*kH*kW: compiled shifted multiply-adds, no columns
         cache_x = geo.source(x)  # padded (C, N, Hp, Wp), as the column path keeps
