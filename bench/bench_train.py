@@ -9,6 +9,10 @@ time, images/s, the ratio ours/PyTorch, and the final training loss of both
 since only float32 rounding separates the two runs. Writes the table to
 bench/results_train.md.
 
+Before the epoch, each library trains a throwaway copy of its model on two batches (cnnkit
+loads its Numba-compiled kernels then, about 0.7 s once per process); that warm-up is
+printed and written, not counted in the epoch.
+
 The two libraries take turns every ``--segment`` batches (50; the first to go alternates),
 each running every batch of the epoch in order, and each library's epoch time is the
 sum of its turns: load from other jobs on this shared machine then falls on both alike.
@@ -151,6 +155,16 @@ def main():
     theirs.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
     load_before = os.getloadavg()[0]
 
+    # Warm-up, untimed in the epoch: each library trains a throwaway copy of its model on
+    # the first two batches (cnnkit loads its compiled kernels - Numba and its cache, about
+    # 0.7 s once per process -, both start their threads and allocators), as importing
+    # torch is not timed either. The seconds it took are printed and written below.
+    warm = []
+    for make, trainer in ((lambda: models.get("lenet5_modern", rng=np.random.default_rng(args.seed)), cnnkit_trainer),
+                          (torch_lenet5_modern, torch_trainer)):
+        warm.append(trainer(make(), x, y, args.lr, args.momentum)(batches[:2])[0])
+    print(f"warm-up (2 batches on a throwaway model, not in the epoch): cnnkit {warm[0]:.2f} s, "
+          f"PyTorch {warm[1]:.2f} s", flush=True)
     trainers = [cnnkit_trainer(ours, x, y, args.lr, args.momentum),
                 torch_trainer(theirs, x, y, args.lr, args.momentum)]
     segment = args.segment if args.segment > 0 else len(batches)  # one segment: an epoch each, cnnkit first
@@ -182,7 +196,9 @@ def main():
              f"{loss_ours[-1]:.4f} |",
              f"| PyTorch | {t_torch:.2f} | {len(x) / t_torch:,.0f} | 1.00 | {np.mean(loss_torch[-n_last:]):.4f} | "
              f"{loss_torch[-1]:.4f} |", "",
-             f"Largest absolute weight difference between the two models after the epoch: {drift:.2e}."]
+             f"Largest absolute weight difference between the two models after the epoch: {drift:.2e}.", "",
+             f"Not in the epoch times: a warm-up of 2 batches on a throwaway copy of each model, "
+             f"cnnkit {warm[0]:.2f} s (loading its compiled kernels), PyTorch {warm[1]:.2f} s."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     if args.json:
         import json
