@@ -690,3 +690,21 @@ def col2im_strided(cols, dxp, n0, kw, sh, sw, dh, dw):  # pragma: no cover - com
                     off = q * dw
                     for j in range(wo):
                         row[j * sw + off] += src[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def col2im_batch_inner(cols, xt, kw, dh, dw):  # pragma: no cover - compiled
+    """Batch-inner col2im (stride 1): ``xt[c, i + p*dh, j + q*dw, m] += cols[c, p*kw + q, i,
+    j, m]`` with xt (C, Hp, Wp, images) and cols (C, kH*kW, Ho, Wo, images), tap after tap
+    as NumPy adds them (the same bits). NumPy's 25 slice adds of LeNet-5's C2 (32 images, 6
+    channels, 5x5 on 14x14) took 0.60 ms; these loops 0.1-0.2 ms."""
+    nc, kk, ho, wo, nm = cols.shape
+    for c in range(nc):
+        for k in range(kk):
+            p, q = k // kw, k % kw
+            for i in range(ho):
+                src, dst = cols[c, k, i], xt[c, i + p * dh]
+                for j in range(wo):
+                    s, d = src[j], dst[j + q * dw]
+                    for m in range(nm):
+                        d[m] += s[m]

@@ -675,8 +675,12 @@ class _Geometry:
             xt = self._transposed_input(buf, chunk)
             xt[...] = 0
             cols = dx_col.reshape((c, kk) + self.out_hw + (n1 - n0,))
-            for k, rows_cols in enumerate(self._tap_slices):
-                xt[(slice(None),) + rows_cols] += cols[:, k]
+            jit = jit_kernels()
+            if jit is not None:  # the same adds in the same order, compiled
+                jit.col2im_batch_inner(cols, xt, self.w_shape[3], *self.dilation)
+            else:
+                for k, rows_cols in enumerate(self._tap_slices):
+                    xt[(slice(None),) + rows_cols] += cols[:, k]
             dxp[:, n0:n1] = xt.transpose(0, 3, 1, 2)
         else:
             cols = dx_col.reshape((c, kk, n1 - n0) + self.out_hw)

@@ -376,3 +376,43 @@ def test_bias_relu_epilogue_same_bits_both_ways(kind, bias, relu):
                     stride, pad, groups=groups)
     ref = (torch.relu(ref) if relu else ref).numpy()
     np.testing.assert_allclose(out[True], ref, rtol=1e-5, atol=1e-5)
+
+
+def _batch_inner(cfg):
+    """True when the configuration's columns are batch-inner (the compiled col2im_batch_inner)."""
+    x, w, b, _ = T.conv_arrays(cfg, np.float64)
+    cache = conv2d_forward(x, w, b, stride=cfg["stride_arg"], padding=cfg["padding_arg"],
+                           dilation=cfg["dilation_arg"], groups=cfg["groups"])[1]
+    return (cache is not None and not cache[7] and not isinstance(cache[1], conv._WinogradSaved)
+            and cache[0].batch_inner and cache[0].dx_geometry is None and conv._direct(cache[0], False) is None)
+
+
+def _batch_inner_configs(count, seed=20261127):
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < count:
+        cfg = T.draw_conv_config(rng, small=bool(rng.random() < 0.5))
+        if _batch_inner(cfg):
+            out.append(cfg)
+    return out
+
+
+BATCH_INNER = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _batch_inner(c)] + _batch_inner_configs(40)
+
+
+def test_batch_inner_col2im_same_bits_both_ways_and_matches_torch():
+    """Batch-inner col2im, compiled and NumPy: dx to the bit over the sweeps' configurations
+    (dilation and groups among them), and against PyTorch."""
+    assert len(BATCH_INNER) >= 45
+    assert any(c["dilation"] != (1, 1) for c in BATCH_INNER) and any(c["groups"] > 1 for c in BATCH_INNER)
+    for cfg in BATCH_INNER:
+        x, w, b, dy = T.conv_arrays(cfg, np.float32)
+        out = {}
+        for mode in (True, False):
+            previous = runtime.set_jit(mode)
+            try:
+                out[mode] = T.run_fast(cfg, x, w, b, dy)
+            finally:
+                runtime.set_jit(previous)
+        for a, r in zip(out[True], out[False]):
+            assert (a is None and r is None) or np.array_equal(a, r), cfg
+    _sweep_matches_torch(BATCH_INNER[:30])
