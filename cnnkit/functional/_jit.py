@@ -346,6 +346,14 @@ _relu = relu  # its name inside the kernels whose fused-ReLU flag is called ``re
 
 
 @numba.njit(nogil=True, cache=True)
+def relu_backward(dy, y, dx):  # pragma: no cover - compiled
+    """``dx = dy * (y > 0)`` over 1-D arrays, NumPy's multiply by the mask to the bit."""
+    zero, one = dx.dtype.type(0), dx.dtype.type(1)
+    for t in range(y.shape[0]):
+        dx[t] = dy[t] * (one if y[t] > zero else zero)
+
+
+@numba.njit(nogil=True, cache=True)
 def bias_relu(out, b, relu):  # pragma: no cover - compiled
     """The GEMM epilogue of a conv chunk, one pass: ``out[g, f, :] += b[g, f, 0]`` (b: (G,
     Fg, 1), or empty for no bias), then ``max(., 0)`` if ``relu`` (NaN kept), NumPy's bits.

@@ -123,9 +123,26 @@ def _dense_flat(a: np.ndarray) -> np.ndarray | None:
 
 
 def relu_backward(dy: np.ndarray, cache) -> np.ndarray:
-    """``dx = dy * (y > 0)``; the gradient at exactly 0 is 0 (as PyTorch)."""
+    """``dx = dy * (y > 0)``; the gradient at exactly 0 is 0 (as PyTorch). Where ``y <= 0``
+    an infinite ``dy`` gives NaN (``inf * 0``) and a NaN ``y`` gives 0; PyTorch's
+    threshold_backward selects instead (0, and ``dy``). NumPy's selects (``np.where``,
+    ``copyto(where=)``) were 4x slower than this multiply on a ResNet's gradient layouts.
+
+    Where dy and y lie in memory alike, densely (C-contiguous, or channel-major as conv
+    and batch-norm outputs are), a compiled loop runs over the memory in order, with the
+    same bits: 0.9 ms against NumPy's 1.4 for (128, 16, 32, 32). Other layouts (a cropped
+    view of a padded gradient buffer, say) take NumPy, by channels: compiled loops over
+    such short strided rows were 4x slower than NumPy."""
     (y,) = cache
     _check_dy(dy, y.shape, y.dtype, "relu_backward")
+    jit = jit_kernels()
+    if jit is not None and dy.strides == y.strides:
+        yf = _dense_flat(y)
+        if yf is not None:
+            dx = np.empty_like(y)
+            gf, df = _dense_flat(dy), _dense_flat(dx)
+            parallel_ranges(lambda a, b: jit.relu_backward(gf[a:b], yf[a:b], df[a:b]), yf.size, 3 * yf.size)
+            return dx
     dx = np.empty_like(dy)
     _by_channels(lambda s: np.multiply(dy[s], y[s] > 0, out=dx[s]), dy)
     return dx

@@ -416,3 +416,40 @@ def test_batch_inner_col2im_same_bits_both_ways_and_matches_torch():
         for a, r in zip(out[True], out[False]):
             assert (a is None and r is None) or np.array_equal(a, r), cfg
     _sweep_matches_torch(BATCH_INNER[:30])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel_major", "mixed", "cropped", "2d", "0-size"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_same_bits_both_ways_and_torch(layout, dtype):
+    """The compiled ReLU backward (dy and y alike and dense) and NumPy's (everything else)
+    give the same bits, -0.0 and non-finite values included, and PyTorch's values where
+    they are finite (PyTorch selects: 0 for inf * 0, dy where y is NaN)."""
+    from cnnkit.functional.activation import relu_backward, relu_forward
+    rng = np.random.default_rng(10)
+    base = rng.standard_normal((6, 5, 7, 9)).astype(dtype)
+    base[0, 0, 0, :4] = [np.nan, -0.0, 0.0, -np.inf]
+    g = rng.standard_normal((6, 5, 7, 9)).astype(dtype)
+    g[0, 0, 0, 4:7] = [np.inf, -1.0, np.nan]
+    g[0, 0, 1, :3] = [-2.0, np.inf, 3.0]
+    cm = lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    padded = np.zeros((5, 6, 9, 11), dtype)
+    padded[:, :, 1:8, 1:10] = g.transpose(1, 0, 2, 3)
+    x, dy = {"nchw": (base, g), "channel_major": (cm(base), cm(g)), "mixed": (cm(base), g),
+             "cropped": (cm(base), padded[:, :, 1:8, 1:10].transpose(1, 0, 2, 3)),
+             "2d": (base.reshape(30, 63), g.reshape(30, 63)), "0-size": (base[:0], g[:0])}[layout]
+    outs = []
+    for on in (True, False):
+        previous = runtime.set_jit(on)
+        try:
+            with np.errstate(invalid="ignore"):  # inf * 0
+                outs.append(relu_backward(dy, relu_forward(x)[1]))
+        finally:
+            runtime.set_jit(previous)
+    assert np.array_equal(outs[0], outs[1], equal_nan=True)
+    assert np.array_equal(np.signbit(outs[0]), np.signbit(outs[1]))
+    xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+    torch.relu(xt).backward(torch.from_numpy(np.array(dy)))
+    ref, finite = xt.grad.numpy(), np.isfinite(outs[0]) & ~np.isnan(np.array(x))
+    np.testing.assert_array_equal(outs[0][finite], ref[finite])
+    if layout != "0-size":
+        assert np.isnan(outs[0]).any()  # inf * 0 where y <= 0: this function's documented difference
