@@ -453,3 +453,33 @@ def test_relu_backward_same_bits_both_ways_and_torch(layout, dtype):
     np.testing.assert_array_equal(outs[0][finite], ref[finite])
     if layout != "0-size":
         assert np.isnan(outs[0]).any()  # inf * 0 where y <= 0: this function's documented difference
+
+
+@pytest.mark.parametrize("n,c,h,w,stride,pad", [
+    (1, 8, 56, 56, 1, 1), (3, 5, 14, 14, 1, 1), (2, 4, 28, 29, 2, 1), (1, 6, 15, 16, 2, 1),
+    (2, 3, 9, 11, 1, 0), (2, 3, 10, 10, 2, (0, 1, 0, 1)), (1, 3, 7, 7, 1, 2)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_depthwise_3x3_row_kernel_same_bits_and_torch(n, c, h, w, stride, pad, relu):
+    """The 3x3 depthwise kernel (stride 1 or 2, every output row written once, literal tap
+    offsets): the bits of NumPy's taps (NaN, -0.0, bias, fused ReLU), and PyTorch's values."""
+    rng = np.random.default_rng(n * 1000 + c * 100 + h + w + stride)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 0, 1, 1], x[0, c - 1, 2, 3] = np.nan, -0.0
+    wk = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    ys = []
+    for on in (True, False):
+        previous = runtime.set_jit(on)
+        try:
+            ys.append(conv2d_forward(x, wk, b, stride, pad, groups=c, relu=relu)[0])
+        finally:
+            runtime.set_jit(previous)
+    assert np.array_equal(ys[0], ys[1], equal_nan=True) and np.isnan(ys[0]).any()
+    assert np.array_equal(np.signbit(ys[0]), np.signbit(ys[1]))
+    pads = (pad, pad, pad, pad) if isinstance(pad, int) else pad
+    xt = TF.pad(torch.from_numpy(x.astype(np.float64)), (pads[2], pads[3], pads[0], pads[1]))
+    ref = TF.conv2d(xt, torch.from_numpy(wk.astype(np.float64)), torch.from_numpy(b.astype(np.float64)), stride,
+                    groups=c)
+    ref = (torch.relu(ref) if relu else ref).numpy()
+    finite = ~np.isnan(ref)
+    np.testing.assert_allclose(ys[0][finite], ref[finite], rtol=1e-5, atol=1e-5)
