@@ -730,11 +730,16 @@ def im2col_strided(src, cols, n0, kw, sh, sw, dh, dw):  # pragma: no cover - com
         for m in range(nm):
             for k in range(kk):
                 p, q = k // kw, k % kw
+                off = q * dw
                 for i in range(ho):
                     row, dst = src[c, n0 + m, i * sh + p * dh], cols[c, k, m, i]
-                    off = q * dw
-                    for j in range(wo):
-                        dst[j] = row[j * sw + off]
+                    if sw == 1:  # a unit-stride slice: the copy vectorizes (row[j + off] did not)
+                        run = row[off:off + wo]
+                        for j in range(wo):
+                            dst[j] = run[j]
+                    else:
+                        for j in range(wo):
+                            dst[j] = row[j * sw + off]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -745,11 +750,16 @@ def col2im_strided(cols, dxp, n0, kw, sh, sw, dh, dw):  # pragma: no cover - com
         for m in range(nm):
             for k in range(kk):
                 p, q = k // kw, k % kw
+                off = q * dw
                 for i in range(ho):
                     row, src = dxp[c, n0 + m, i * sh + p * dh], cols[c, k, m, i]
-                    off = q * dw
-                    for j in range(wo):
-                        row[j * sw + off] += src[j]
+                    if sw == 1:
+                        run = row[off:off + wo]
+                        for j in range(wo):
+                            run[j] += src[j]
+                    else:
+                        for j in range(wo):
+                            row[j * sw + off] += src[j]
 
 
 @numba.njit(nogil=True, cache=True)
