@@ -46,18 +46,18 @@ def _is_direct(cfg):
             and ((kh, kw), cfg["pads"]) != ((1, 1), (0, 0, 0, 0)) and cfg["c_in"] * kh * kw <= 32)
 
 
-def _direct_configs(count, seed=20261126):
-    """``count`` random configurations of the test_conv sweeps' kind that take the direct
-    path (drawn with the sweeps' generator and kept when they qualify)."""
+def _drawn_configs(count, keep, seed):
+    """``count`` random configurations of the test_conv sweeps' kind for which ``keep(cfg)``
+    holds (drawn with the sweeps' generator and kept when they qualify)."""
     rng, out = np.random.default_rng(seed), []
     while len(out) < count:
         cfg = T.draw_conv_config(rng, small=bool(rng.random() < 0.5))
-        if _is_direct(cfg):
+        if keep(cfg):
             out.append(cfg)
     return out
 
 
-DIRECT = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _is_direct(c)] + _direct_configs(130)
+DIRECT = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _is_direct(c)] + _drawn_configs(130, _is_direct, 20261126)
 
 
 def test_sweeps_hold_enough_direct_configurations():
@@ -387,16 +387,8 @@ def _batch_inner(cfg):
             and cache[0].batch_inner and cache[0].dx_geometry is None and conv._direct(cache[0], False) is None)
 
 
-def _batch_inner_configs(count, seed=20261127):
-    rng, out = np.random.default_rng(seed), []
-    while len(out) < count:
-        cfg = T.draw_conv_config(rng, small=bool(rng.random() < 0.5))
-        if _batch_inner(cfg):
-            out.append(cfg)
-    return out
-
-
-BATCH_INNER = [c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _batch_inner(c)] + _batch_inner_configs(40)
+BATCH_INNER = ([c for c in T.TORCH_CONFIGS + T.NAIVE_CONFIGS if _batch_inner(c)]
+               + _drawn_configs(40, _batch_inner, 20261127))
 
 
 def test_batch_inner_col2im_same_bits_both_ways_and_matches_torch():
