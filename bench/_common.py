@@ -3,7 +3,13 @@
 ``reexec_without_openblas_overrides()``: this machine may set OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE, which slow NumPy's BLAS; a benchmark re-executes itself once
 without them (its own process only; tests and CI keep them).
-``median_time(fn, repeats)``: the median of repeated timings after a warm-up.
+``median_time(fn, repeats)``: the median of repeated timings after a pause (``settle``)
+and a warm-up (``warm_up``: 0.1 s of untimed calls).
+``settle()``: wait ``SETTLE`` seconds before timing a library right after the other.
+Both libraries' idle threads spin for a while after their last call (OpenBLAS's for up
+to about 0.1 s; PyTorch's OpenMP and ONNX Runtime's pools too), on the cores that the
+other library then needs: timed right after an ONNX Runtime call, cnnkit's MobileNet v1
+took 54 ms instead of 26, and ORT's 32 instead of 12-14 right after cnnkit's.
 ``limit_threads(threads, malloc_tuning)``: the same thread count for PyTorch and for
 cnnkit's worker threads (``cnnkit.runtime.set_num_threads``, which keeps NumPy's BLAS
 on one thread per worker), and cnnkit's malloc setting; returns whether the latter
@@ -36,13 +42,36 @@ def limit_threads(threads: int, malloc_tuning: bool = True) -> bool:
     return tuned
 
 
+SETTLE = 0.25  # seconds: longer than the libraries' idle threads spin
+
+
+def settle() -> None:
+    import time
+    time.sleep(SETTLE)
+
+
+WARM = 0.1  # seconds of untimed calls after the pause (at least one call)
+
+
+def warm_up(fn) -> None:
+    """Call ``fn`` untimed for ``WARM`` seconds (at least once): allocations, thread start,
+    and the idle cores of this virtual machine back at speed. After the pause, LeNet C1's
+    forward + backward (3 ms) ran 20% slower for a few calls on two workers (not on one)."""
+    import time
+    end = time.perf_counter() + WARM
+    fn()
+    while time.perf_counter() < end:
+        fn()
+
+
 def median_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call
-    (allocations, BLAS thread start)."""
+    """Median wall time of ``fn()`` over ``repeats`` calls, after a pause (``settle``) and
+    a warm-up (``warm_up``)."""
     import statistics
     import time
 
-    fn()
+    settle()
+    warm_up(fn)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -5,7 +5,9 @@ A training step is forward, cross-entropy loss, backward and an SGD update (mome
 architecture (PyTorch's twin is written out in ``_torch_twins.py``) from the same
 weights (loaded by ``state_dict`` name, strictly), on the same number of threads;
 rows alternate between the two libraries so that drift in this shared machine's
-speed hits both alike. The median step time of each is reported, with the ratio.
+speed hits both alike, each timed step after a 0.25 s pause (``_common.settle``: the
+other library's idle threads stop spinning first). The median step time of each is
+reported, with the ratio.
 
 Workloads (issue 6): ResNet-20 at CIFAR shapes, batch 128; MobileNet v1 at 224,
 batch 8; and the BatchNorm recipe's ``cnn_bn`` at 28x28, batch 128.
@@ -30,7 +32,7 @@ import os
 import subprocess
 import sys
 
-from _common import limit_threads, reexec_without_openblas_overrides  # noqa: E402
+from _common import limit_threads, reexec_without_openblas_overrides, settle  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -99,6 +101,7 @@ def time_pair(step_ours, step_theirs, steps):
     t_ours, t_theirs = [], []
     for _ in range(steps):
         for fn, times in ((step_ours, t_ours), (step_theirs, t_theirs)):
+            settle()  # the other library's idle threads stop spinning first
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)

@@ -31,7 +31,7 @@ import argparse
 import os
 import sys
 
-from _common import limit_threads, reexec_without_openblas_overrides  # noqa: E402
+from _common import limit_threads, reexec_without_openblas_overrides, settle  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -112,13 +112,14 @@ def interleaved_epoch(trainers, batches, segment):
     """Each trainer runs every batch, in order; the epoch is cut into segments of
     ``segment`` batches, and the trainers take turns segment by segment (the first to go
     alternates), so a burst of load from elsewhere on this shared machine falls on both
-    libraries alike instead of on whichever happened to be running. Returns, per trainer,
-    (total seconds, losses)."""
+    libraries alike instead of on whichever happened to be running; each turn starts
+    after a pause (``_common.settle``). Returns, per trainer, (total seconds, losses)."""
     totals = [[0.0, []] for _ in trainers]
     for k, start in enumerate(range(0, len(batches), segment)):
         part = batches[start:start + segment]
         order = range(len(trainers)) if k % 2 == 0 else reversed(range(len(trainers)))
         for i in order:
+            settle()  # (untimed: the other library's idle threads stop spinning first)
             seconds, losses = trainers[i](part)
             totals[i][0] += seconds
             totals[i][1].extend(losses)
