@@ -475,3 +475,28 @@ def test_depthwise_3x3_row_kernel_same_bits_and_torch(n, c, h, w, stride, pad, r
     ref = (torch.relu(ref) if relu else ref).numpy()
     finite = ~np.isnan(ref)
     np.testing.assert_allclose(ys[0][finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,c,h,w,pad", [(2, 8, 28, 28, 1), (1, 4, 29, 31, 1), (3, 5, 14, 14, (0, 1, 0, 1)),
+                                         (2, 3, 8, 9, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_3x3_stride2_backward_matches_torch(n, c, h, w, pad, dtype):
+    """The 3x3 stride-2 backward kernel (literal tap offsets), each gradient alone and both,
+    against PyTorch in float64."""
+    rng = np.random.default_rng(n * 100 + c + h + w)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wk = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
+    y, cache = conv2d_forward(x, wk, None, 2, pad, groups=c)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, _ = conv2d_backward(dy, cache)
+    assert np.array_equal(conv2d_backward(dy, cache, need_dw=False)[0], dx)
+    assert np.array_equal(conv2d_backward(dy, cache, need_dx=False)[1], dw)
+    pads = (pad, pad, pad, pad) if isinstance(pad, int) else pad
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    wt = torch.from_numpy(wk.astype(np.float64)).requires_grad_()
+    yt = TF.conv2d(TF.pad(xt, (pads[2], pads[3], pads[0], pads[1])), wt, None, 2, groups=c)
+    yt.backward(torch.from_numpy(dy.astype(np.float64)))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * 10)
