@@ -278,19 +278,24 @@ def test_strided_im2col_sweep_matches_torch(jit_mode):
     _sweep_matches_torch(STRIDED)
 
 
+def _assert_same_bits_both_ways(cfg):
+    """y and every gradient of ``cfg`` (float32) with the JIT on and off, to the bit."""
+    x, w, b, dy = T.conv_arrays(cfg, np.float32)
+    out = {}
+    for mode in (True, False):
+        previous = runtime.set_jit(mode)
+        try:
+            out[mode] = T.run_fast(cfg, x, w, b, dy)
+        finally:
+            runtime.set_jit(previous)
+    for a, r in zip(out[True], out[False]):
+        assert (a is None and r is None) or np.array_equal(a, r), cfg
+
+
 def test_strided_im2col_same_bits_both_ways():
     """The compiled copies and adds run in NumPy's order: y and every gradient agree to the bit."""
     for cfg in STRIDED[:40]:
-        x, w, b, dy = T.conv_arrays(cfg, np.float32)
-        out = {}
-        for mode in (True, False):
-            previous = runtime.set_jit(mode)
-            try:
-                out[mode] = T.run_fast(cfg, x, w, b, dy)
-            finally:
-                runtime.set_jit(previous)
-        for a, r in zip(out[True], out[False]):
-            assert (a is None and r is None) or np.array_equal(a, r), cfg
+        _assert_same_bits_both_ways(cfg)
 
 
 def test_set_jit_switches_and_validates():
@@ -397,16 +402,7 @@ def test_batch_inner_col2im_same_bits_both_ways_and_matches_torch():
     assert len(BATCH_INNER) >= 45
     assert any(c["dilation"] != (1, 1) for c in BATCH_INNER) and any(c["groups"] > 1 for c in BATCH_INNER)
     for cfg in BATCH_INNER:
-        x, w, b, dy = T.conv_arrays(cfg, np.float32)
-        out = {}
-        for mode in (True, False):
-            previous = runtime.set_jit(mode)
-            try:
-                out[mode] = T.run_fast(cfg, x, w, b, dy)
-            finally:
-                runtime.set_jit(previous)
-        for a, r in zip(out[True], out[False]):
-            assert (a is None and r is None) or np.array_equal(a, r), cfg
+        _assert_same_bits_both_ways(cfg)
     _sweep_matches_torch(BATCH_INNER[:30])
 
 
