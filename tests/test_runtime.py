@@ -88,6 +88,69 @@ def test_parallel_map_runs_parts_on_two_threads_and_nests_serially():
     assert runtime.parallel_map(lambda xs: list(xs), range(3)) == [[0, 1, 2]]  # one thread: serial
 
 
+def test_parallel_map_raises_a_parts_error_after_every_part_is_done():
+    """A part that fails does not leave another one writing after parallel_map returns;
+    the first failure (in part order) is raised, and the workers keep serving."""
+    import time
+    from cnnkit import runtime
+    finished = []
+
+    def part(items):
+        if 0 in items:
+            raise ValueError("part 0")
+        time.sleep(0.05)  # the worker's part outlives the caller's failure
+        finished.append(tuple(items))
+        if 1 in items:
+            raise KeyError("part 1")
+
+    runtime.set_num_threads(2)
+    try:
+        try:
+            runtime.parallel_map(part, range(4))
+        except ValueError as e:
+            assert str(e) == "part 0"
+        else:
+            raise AssertionError("no error raised")
+        assert finished == [(1, 3)]  # done before the call returned
+        try:
+            runtime.parallel_map(lambda xs: 1 / 0 if 1 in xs else 0, range(2))  # only a worker fails
+        except ZeroDivisionError:
+            pass
+        else:
+            raise AssertionError("a worker's error was lost")
+        assert runtime.parallel_map(lambda xs: sum(xs), range(4)) == [2, 4]
+    finally:
+        runtime.set_num_threads(1)
+
+
+def test_parallel_map_from_two_threads_at_once_keeps_results_apart():
+    import threading
+    from cnnkit import runtime
+    runtime.set_num_threads(2)
+    out, errors = {}, []
+
+    def caller(k):
+        try:
+            for _ in range(200):
+                got = runtime.parallel_map(lambda xs: [k * 1000 + x for x in xs], range(4))
+                assert got == [[k * 1000, k * 1000 + 2], [k * 1000 + 1, k * 1000 + 3]], got
+            out[k] = True
+        except BaseException as e:  # (reported below)
+            errors.append(e)
+    try:
+        threads = [threading.Thread(target=caller, args=(k,)) for k in (1, 2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and out == {1: True, 2: True, 3: True}, errors
+        pool = runtime._state["pool"]
+        runtime.set_num_threads(2)  # a new pool; the old one's threads are gone
+        assert all(not t.is_alive() for t in pool.threads)
+    finally:
+        runtime.set_num_threads(1)
+
+
 def test_split_range_covers_everything_once():
     from cnnkit.runtime import split_range
     assert split_range(10, 3) == [(0, 3), (3, 6), (6, 10)]
