@@ -9,7 +9,7 @@ are added in a fixed order, so results never depend on timing; a different threa
 count can change how a sum is split, hence its last bits (tests bound this).
 """
 
-from .activation import (elu, elu_backward, elu_forward, leaky_relu, leaky_relu_backward,
+from .activation import (add, elu, elu_backward, elu_forward, leaky_relu, leaky_relu_backward,
                          leaky_relu_forward, log_softmax, log_softmax_backward, log_softmax_forward,
                          relu, relu_backward, relu_forward, scaled_tanh, scaled_tanh_backward,
                          scaled_tanh_forward, sigmoid, sigmoid_backward, sigmoid_forward, softmax,

@@ -443,6 +443,19 @@ _relu = relu  # its name inside the kernels whose fused-ReLU flag is called ``re
 
 
 @numba.njit(nogil=True, cache=True)
+def add(a, b, y, relu):  # pragma: no cover - compiled
+    """``y = a + b`` over 1-D arrays, clamped at 0 (as :func:`relu`) with ``relu``."""
+    zero = y.dtype.type(0)
+    if relu:
+        for t in range(a.shape[0]):
+            v = a[t] + b[t]
+            y[t] = zero if v <= zero else v
+    else:
+        for t in range(a.shape[0]):
+            y[t] = a[t] + b[t]
+
+
+@numba.njit(nogil=True, cache=True)
 def relu_backward(dy, y, dx):  # pragma: no cover - compiled
     """``dx = dy * (y > 0)`` over 1-D arrays, NumPy's multiply by the mask to the bit."""
     zero, one = dx.dtype.type(0), dx.dtype.type(1)

@@ -13,6 +13,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .._errors import type_error, value_error
+from ..functional import activation as F
 from .module import Layer
 
 
@@ -83,20 +84,40 @@ def _unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 class Add(Layer):
-    """Element-wise sum of its inputs (NumPy broadcasting), e.g. a residual ``F(x) + x``."""
+    """Element-wise sum of its inputs (NumPy broadcasting), e.g. a residual ``F(x) + x``.
+    Two inputs of one shape are added on cnnkit's worker threads
+    (:func:`cnnkit.functional.add`)."""
+
+    def __init__(self):
+        super().__init__()
+        # Set by cnnkit.nn.fuse_for_inference when a ReLU followed: max(sum, 0) in the same
+        # pass; such a layer is for inference (its backward refuses).
+        self.fused_relu = False
 
     def forward(self, *xs):
         if len(xs) < 1:
             raise value_error(self.label(), "Add needs at least one input")
-        y = xs[0]
-        for x in xs[1:]:
-            y = y + x
+        if len(xs) == 2:
+            y = F.add(xs[0], xs[1], relu=self.fused_relu)
+        else:
+            y = xs[0]
+            for x in xs[1:]:
+                y = y + x
+            if self.fused_relu:
+                y = F.relu(y, inplace=len(xs) > 1)  # (one input: y is that input, not ours to overwrite)
         self._cache = tuple(x.shape for x in xs)
         return y
 
     def backward(self, dy):
+        if self.fused_relu:
+            raise value_error(self.label(), "this Add has a ReLU fused into it for inference "
+                              "(cnnkit.nn.fuse_for_inference / onnx.load(optimize=True)) and has no "
+                              "backward; train the unfused model", fused_relu=True)
         shapes = self._take_cache()
         return tuple(_unbroadcast(dy, s) for s in shapes)
+
+    def extra_repr(self) -> str:
+        return "fused_relu=True" if self.fused_relu else ""
 
 
 class Concat(Layer):
@@ -202,7 +223,7 @@ class Graph(Layer):
         dys = (dy,) if len(self.output_names) == 1 else tuple(dy)
         grads: dict[str, np.ndarray] = {}
         for o, g in zip(self.output_names, dys):
-            grads[o] = g if o not in grads else grads[o] + g
+            grads[o] = g if o not in grads else F.add(grads[o], g)
         # reach[v]: does value v need a gradient? (an input of this graph that needs one, or a
         # node that is trainable or reads such a value). Nodes that reach nothing are skipped.
         reach = {n: self.needs_input_grad for n in self.input_names}
@@ -222,7 +243,7 @@ class Graph(Layer):
             dxs = (dxs,) if len(inputs) == 1 else dxs
             for i, dx in zip(inputs, dxs):
                 if reach[i]:
-                    grads[i] = dx if i not in grads else grads[i] + dx
+                    grads[i] = dx if i not in grads else F.add(grads[i], dx)  # (on the workers)
         if not self.needs_input_grad:
             return None
         dxs = tuple(grads[n] if n in grads else np.zeros(s, dtype=t)

@@ -443,6 +443,52 @@ def test_relu_backward_same_bits_both_ways_and_torch(layout, dtype):
         assert np.isnan(outs[0]).any()  # inf * 0 where y <= 0: this function's documented difference
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channel_major", "mixed", "cropped", "broadcast", "3d", "0-size"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+def test_add_same_bits_as_numpy_every_layout(layout, dtype, relu):
+    """functional.add (compiled where a and b are dense alike, NumPy by channels or plain
+    otherwise) gives NumPy's a + b to the bit, and with relu the ReLU layer's max(., 0)
+    of it, -0.0 and non-finite values included; on two threads too. The output keeps a's
+    layout where the compiled loop runs."""
+    from cnnkit.functional.activation import add, relu as relu_fn
+    rng = np.random.default_rng(11)
+    a0 = rng.standard_normal((16, 12, 33, 41)).astype(dtype)  # large enough for two threads
+    b0 = rng.standard_normal((16, 12, 33, 41)).astype(dtype)
+    a0[0, 0, 0, :5] = [np.nan, -0.0, 0.0, np.inf, -np.inf]
+    b0[0, 0, 0, :5] = [1.0, -0.0, -0.0, -np.inf, 2.0]
+    cm = lambda v: np.ascontiguousarray(v.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    padded = np.zeros((12, 16, 35, 43), dtype)
+    padded[:, :, 1:34, 1:42] = b0.transpose(1, 0, 2, 3)
+    a, b = {"nchw": (a0, b0), "channel_major": (cm(a0), cm(b0)), "mixed": (cm(a0), b0),
+            "cropped": (cm(a0), padded[:, :, 1:34, 1:42].transpose(1, 0, 2, 3)),
+            "broadcast": (a0, b0[:1, :, :1]), "3d": (a0[0], b0[0]), "0-size": (a0[:0], b0[:0])}[layout]
+    with np.errstate(invalid="ignore"):  # inf - inf
+        want = a + b
+    if relu:
+        want = relu_fn(want)
+    for threads in (1, 2):
+        runtime.set_num_threads(threads)
+        try:
+            for on in (True, False):
+                previous = runtime.set_jit(on)
+                try:
+                    with np.errstate(invalid="ignore"):
+                        got = add(a, b, relu=relu)
+                finally:
+                    runtime.set_jit(previous)
+                assert got.shape == want.shape and got.dtype == want.dtype
+                assert np.array_equal(got, want, equal_nan=True)
+                assert np.array_equal(np.signbit(got), np.signbit(want))
+                assert got is not a and got is not b
+                if on and layout == "channel_major":
+                    assert got.strides == a.strides
+        finally:
+            runtime.set_num_threads(1)
+    if relu and layout != "0-size":
+        assert (np.nan_to_num(want) >= 0).all() and np.isnan(want).any()
+
+
 @pytest.mark.parametrize("n,c,h,w,stride,pad", [
     (1, 8, 56, 56, 1, 1), (3, 5, 14, 14, 1, 1), (2, 4, 28, 29, 2, 1), (1, 6, 15, 16, 2, 1),
     (2, 3, 9, 11, 1, 0), (2, 3, 10, 10, 2, (0, 1, 0, 1)), (1, 3, 7, 7, 1, 2)])

@@ -343,9 +343,8 @@ def _bins(size, out):
 
 @register_exporter(Add)
 def _add(b, layer, names, xs, y):
-    if len(names) == 1:
-        return b.node("Identity", names)
-    return b.node("Add" if len(names) == 2 else "Sum", names)
+    out = b.node("Identity", names) if len(names) == 1 else b.node("Add" if len(names) == 2 else "Sum", names)
+    return b.node("Relu", [out]) if layer.fused_relu else out  # fuse_for_inference's ReLU
 
 
 @register_exporter(Concat)
