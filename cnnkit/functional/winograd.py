@@ -125,27 +125,29 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):
         dm[:, :, p:p + tw] = np.einsum("ai,ftab,bj->fijt", at, tiles, at).reshape(nf, 16, tw)
 
 
-def winograd_input_adjoint(dv, dxp, halo, r0, r1):
-    """``dD = B dV B^T`` per tile, summed where tiles overlap, into the padded gradient
-    dxp (C, N, Hp, Wp) for tile rows r0..r1-1 (every row they own is written). When r0 is
-    not an image's first tile row, its two rows shared with the tile row above go to halo
-    (C, 2, Wp) instead, for the caller to add when every range is done."""
-    nc, th, tw = dxp.shape[0], (dxp.shape[2] - 2) // 2, (dxp.shape[3] - 2) // 2
-    bt = BT.astype(dxp.dtype)
+def winograd_input_adjoint(dv, dx, halo, r0, r1, th, tw, top, left):
+    """``dD = B dV B^T`` per tile, summed where tiles overlap, for tile rows r0..r1-1,
+    into dx (C, N, H, W), the input's gradient without the padding (padded row/column
+    ``top + i``/``left + j`` is dx's i/j). Every dx row the range owns is written. When r0
+    is not an image's first tile row, its two padded rows shared with the tile row above
+    go to halo (C, 2, 2*tw + 2) instead, for the caller to add when every range is done."""
+    nc, h, w = dx.shape[0], dx.shape[2], dx.shape[3]
+    bt = BT.astype(dx.dtype)
     for rr in range(r0, r1):
         n, r = _tile_row(rr, th)
         p = (rr - r0) * tw
         d = np.einsum("ik,cijt,jl->cktl", bt, dv[:, :, p:p + tw].reshape(nc, 4, 4, tw), bt)  # (C, 4, tw, 4)
-        rows = np.zeros((nc, 4, dxp.shape[3]), dtype=dxp.dtype)
+        rows = np.zeros((nc, 4, 2 * tw + 2), dtype=dx.dtype)
         for col in range(4):  # overlapping tiles: columns 2*tx + col
             rows[:, :, col:col + 2 * tw:2] += d[:, :, :, col]
-        if rr == r0 and r > 0:
-            halo[:] = rows[:, :2]
-        elif r == 0:
-            dxp[:, n, 0:2] = rows[:, :2]
-        else:
-            dxp[:, n, r:r + 2] += rows[:, :2]
-        dxp[:, n, r + 2:r + 4] = rows[:, 2:]
+        for k in range(4):
+            if k < 2 and rr == r0 and r > 0:
+                halo[:, k] = rows[:, k]
+            elif 0 <= r + k - top < h:
+                if k < 2 and r > 0:
+                    dx[:, n, r + k - top] += rows[:, k, left:left + w]
+                else:
+                    dx[:, n, r + k - top] = rows[:, k, left:left + w]
 
 
 NUMPY_KERNELS = types.SimpleNamespace(winograd_input=winograd_input, winograd_output=winograd_output,
@@ -196,12 +198,13 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
 
 def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NUMPY_KERNELS):
     """``(dx, dw)`` from dy as (F, N, Ho, Wo) (any strides): dx an (N, C, H, W) view of
-    channel-major memory (None unless need_dx), dw (F, C, 3, 3) (None unless need_dw)."""
+    dense channel-major memory (None unless need_dx), dw (F, C, 3, 3) (None unless need_dw)."""
     xp, u = saved
     n, c, h, wd = x_shape
     f, ho, wo = dy_cn.shape[0], dy_cn.shape[2], dy_cn.shape[3]
     th, tw = tile_grid((ho, wo))
-    dxp = np.empty_like(xp) if need_dx else None
+    top, _, left, _ = pads
+    dx_cn = np.empty((c, n, h, wd), dtype=dy_cn.dtype) if need_dx else None
     chunks, most, small = _plan(n, th, tw, c, f, dy_cn.dtype.itemsize)
     ut = u.transpose(0, 2, 1)  # (16, C, F)
     halos, no_halo = {}, np.empty((0, 2, 0), dtype=dy_cn.dtype)  # first tile rows below a chunk boundary
@@ -223,17 +226,18 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
                 dvk = dv[:16 * c * k].reshape(c, 16, k)
                 np.matmul(ut, dmk.transpose(1, 0, 2), out=dvk.transpose(1, 0, 2))  # 16 (C, F) @ (F, k)
                 if r0 % th:  # r0 starts inside an image: its top two rows go to a halo
-                    halos[r0] = np.empty((c, 2, xp.shape[3]), dtype=dtype)
-                kernels.winograd_input_adjoint(dvk, dxp, halos.get(r0, no_halo), r0, r1)
+                    halos[r0] = np.empty((c, 2, 2 * tw + 2), dtype=dtype)
+                kernels.winograd_input_adjoint(dvk, dx_cn, halos.get(r0, no_halo), r0, r1, th, tw, top, left)
         return du
     parts = parallel_map(run, chunks, small=small)
     dx = dw = None
     if need_dx:
         for r0, halo in halos.items():
             img, ty = divmod(r0, th)
-            dxp[:, img, 2 * ty:2 * ty + 2] += halo
-        top, _, left, _ = pads
-        dx = dxp[:, :, top:top + h, left:left + wd].transpose(1, 0, 2, 3)
+            for k in range(2):
+                if 0 <= 2 * ty + k - top < h:
+                    dx_cn[:, img, 2 * ty + k - top] += halo[:, k, left:left + wd]
+        dx = dx_cn.transpose(1, 0, 2, 3)
     if need_dw:
         dw = filter_gradient(sum(parts[1:], parts[0]))
     return dx, dw

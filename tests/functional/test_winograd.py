@@ -111,7 +111,7 @@ def test_tile_transforms_pass_the_dot_product_test(kind, shape):
 
     def inp_adj(b):
         out = np.empty_like(xp)
-        k.winograd_input_adjoint(np.ascontiguousarray(b), out, np.empty((0, 2, 0)), 0, n * th)
+        k.winograd_input_adjoint(np.ascontiguousarray(b), out, np.empty((0, 2, 0)), 0, n * th, th, tw, 0, 0)
         return out
     _dot_test(inp, inp_adj, xp, v)
 
