@@ -65,20 +65,24 @@ class ShortcutA(Layer):
         if x.shape[1] != self.in_channels:
             raise value_error(self.label(), f"expected {self.in_channels} input channels",
                               shape=tuple(x.shape))
-        s, before = self.stride, (self.out_channels - self.in_channels) // 2
-        sub = x[:, :, ::s, ::s]                                                  # (N, C_in, H', W')
-        y = np.zeros((x.shape[0], self.out_channels) + sub.shape[2:], dtype=x.dtype)  # (N, C_out, H', W')
-        y[:, before:before + self.in_channels] = sub
-        self._cache = (x.shape, y.shape, x.dtype)
-        return y
+        s, before, c = self.stride, (self.out_channels - self.in_channels) // 2, self.in_channels
+        sub = x.transpose(1, 0, 2, 3)[:, :, ::s, ::s]                            # (C_in, N, H', W')
+        # channel-major memory seen as (N, C_out, H', W'), as conv and batch-norm outputs are:
+        # the Add that reads it next then adds both in one compiled pass
+        y = np.empty((self.out_channels,) + sub.shape[1:], dtype=x.dtype)
+        y[:before] = 0
+        y[before + c:] = 0
+        y[before:before + c] = sub
+        self._cache = (x.shape, (y.shape[1], y.shape[0]) + y.shape[2:], x.dtype)
+        return y.transpose(1, 0, 2, 3)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_shape, y_shape, dtype = self._take_cache()
         _check_dy(dy, y_shape, dtype, self.label())
         s, before = self.stride, (self.out_channels - self.in_channels) // 2
-        dx = np.zeros(x_shape, dtype=dtype)
-        dx[:, :, ::s, ::s] = dy[:, before:before + self.in_channels]
-        return dx
+        dx = np.zeros((x_shape[1], x_shape[0]) + tuple(x_shape[2:]), dtype=dtype)  # (C_in, N, H, W)
+        dx[:, :, ::s, ::s] = dy.transpose(1, 0, 2, 3)[before:before + self.in_channels]
+        return dx.transpose(1, 0, 2, 3)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"

@@ -151,6 +151,9 @@ def test_shortcut_a_forward_subsamples_and_zero_pads():
     assert y.shape == (2, 8, 3, 3)
     np.testing.assert_array_equal(y[:, 2:6], x[:, :, ::2, ::2])
     assert not y[:, :2].any() and not y[:, 6:].any()
+    assert y.transpose(1, 0, 2, 3).flags.c_contiguous  # channel-major, as conv outputs are
+    np.testing.assert_array_equal(y + 0, np.asarray(ShortcutA(4, 8, 2)(x.transpose(1, 0, 2, 3).copy()
+                                                              .transpose(1, 0, 2, 3))))  # any input layout
 
 
 def test_shortcut_a_float64_gradient_check():
