@@ -625,6 +625,14 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
 
 
 # ---- Winograd F(2x2, 3x3) transforms (cnnkit/functional/winograd.py) -----------------
+# These per-tile-row loops (tw long, stride-2 reads, four outputs) stay scalar. Two things
+# keep LLVM from vectorizing a loop here, learned on a "slot layout" rewrite (measured, not
+# kept: see the README's Speed section): an index with a run-time offset, ``a[p + i]``,
+# gets Numba's negative-index wraparound (slice first, ``b = a[p:]``, then ``b[i]``); and
+# more than a few arrays written in one loop exceed LLVM's run-time alias checks (one
+# output per loop). Both fixed, over long loops, an input transform ran 2.2x faster per
+# tile row - but its layout (polyphase planes, a spare slot per tile row) cost more
+# elsewhere than it saved.
 # A chunk is the tile rows r0..r1-1 of the whole batch (tile row R is image R // th,
 # row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
 # (channels, 16, tiles) arrays: a channel's 16 transformed values lie close together,
