@@ -95,7 +95,7 @@ def test_filter_transform_and_gradient_are_adjoint():
 
 
 @pytest.mark.parametrize("kind", ["numpy", "jit"])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 9, 4), (3, 1, 4, 4)])  # (N, C, Ho, Wo)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 9, 4), (3, 1, 4, 4), (1, 2, 3, 33)])  # (N, C, Ho, Wo)
 def test_tile_transforms_pass_the_dot_product_test(kind, shape):
     """The adjoints that the backward uses are the forward transforms' transposes."""
     k, rng = KERNELS[kind], np.random.default_rng(2)
@@ -117,9 +117,9 @@ def test_tile_transforms_pass_the_dot_product_test(kind, shape):
 
     y = rng.standard_normal((c, n, ho, wo))  # the output transform, channels as filters
 
-    def out(a):
+    def out(a, kernel=k.winograd_output):
         r = np.empty((c, n, ho, wo))
-        k.winograd_output(np.ascontiguousarray(a), r, np.empty(0), 0, n * th, th, False)
+        kernel(np.ascontiguousarray(a), r, np.empty(0), 0, n * th, th, False)
         return r
 
     def out_adj(b):
@@ -127,6 +127,7 @@ def test_tile_transforms_pass_the_dot_product_test(kind, shape):
         k.winograd_output_adjoint(b, r, 0, n * th, th)
         return r
     _dot_test(out, out_adj, v, y)
+    np.testing.assert_array_equal(out(v, k.winograd_output_rows), out(v))  # the wide-row variant: same bits
 
 
 # ---- against PyTorch ---------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_winograd_in_tile_row_chunks_on_two_threads_matches_torch(part, forced, 
     _sweep(CONFIGS[part::4])
 
 
-@pytest.mark.parametrize("shape", [(4, 64, 64, 14), (2, 32, 48, 28), (1, 128, 64, 9)])
+@pytest.mark.parametrize("shape", [(4, 64, 64, 14), (2, 32, 48, 28), (1, 128, 64, 9), (2, 16, 16, 32)])
 def test_layers_in_float32_match_torch_in_float64(shape, forced):
     """Real layer sizes: float32 Winograd against float64 PyTorch, within the im2col
     path's tolerance (test_conv.assert_close: about 16 ulps of the sum of |terms|)."""
@@ -198,7 +199,7 @@ def test_gradients_one_at_a_time(need, forced, tile_row_chunks):
             assert one is None
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 11, 7), (1, 3, 4, 16)])
+@pytest.mark.parametrize("shape", [(2, 5, 11, 7), (1, 3, 4, 16), (1, 3, 6, 40)])
 def test_compiled_transforms_match_numpy(shape, forced):
     """The whole conv through winograd.forward/backward with either set of kernels."""
     rng = np.random.default_rng(5)
