@@ -54,8 +54,12 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 CHUNK_BYTES = 512 << 10
 # Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
 SERIAL_MACS = 1 << 22
-# Tiles a row from which the forward's output transform is _jit.winograd_output_rows.
+# Tiles a row from which the forward's output transform is _jit.winograd_output_rows, and
+# the backward's first step _jit.winograd_output_adjoint_rows. (Reading dV through slices
+# in the input adjoint likewise was 0.63-0.94x per chunk but within noise per conv: kept
+# as it is.)
 WIDE_ROWS = 16
+WIDE_ADJOINT = 8
 
 
 # (G g G^T)[i, j] = sum_kl G[i, k] G[j, l] g[k, l]: the filter transform is one matrix,
@@ -154,6 +158,7 @@ def winograd_input_adjoint(dv, dx, halo, r0, r1, th, tw, top, left):
 
 NUMPY_KERNELS = types.SimpleNamespace(winograd_input=winograd_input, winograd_output=winograd_output,
                                       winograd_output_rows=winograd_output,
+                                      winograd_output_adjoint_rows=winograd_output_adjoint,
                                       winograd_output_adjoint=winograd_output_adjoint,
                                       winograd_input_adjoint=winograd_input_adjoint)
 
@@ -212,6 +217,7 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
     chunks, most, small = _plan(n, th, tw, c, f, dy_cn.dtype.itemsize)
     ut = u.transpose(0, 2, 1)  # (16, C, F)
     halos, no_halo = {}, np.empty((0, 2, 0), dtype=dy_cn.dtype)  # first tile rows below a chunk boundary
+    output_adjoint = kernels.winograd_output_adjoint_rows if tw >= WIDE_ADJOINT else kernels.winograd_output_adjoint
 
     def run(parts):  # each worker: its own buffers and its own share of dU
         dtype = dy_cn.dtype
@@ -221,7 +227,7 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
         for r0, r1 in parts:
             k = (r1 - r0) * tw
             dmk = dm[:16 * f * k].reshape(f, 16, k)
-            kernels.winograd_output_adjoint(dy_cn, dmk, r0, r1, th)
+            output_adjoint(dy_cn, dmk, r0, r1, th)
             if need_dw:
                 vk = v[:16 * c * k].reshape(c, 16, k)
                 kernels.winograd_input(xp, vk, r0, r1)

@@ -122,11 +122,12 @@ def test_tile_transforms_pass_the_dot_product_test(kind, shape):
         kernel(np.ascontiguousarray(a), r, np.empty(0), 0, n * th, th, False)
         return r
 
-    def out_adj(b):
+    def out_adj(b, kernel=k.winograd_output_adjoint):
         r = np.empty((c, 16, n * th * tw))
-        k.winograd_output_adjoint(b, r, 0, n * th, th)
+        kernel(b, r, 0, n * th, th)
         return r
     _dot_test(out, out_adj, v, y)
+    np.testing.assert_array_equal(out_adj(y, k.winograd_output_adjoint_rows), out_adj(y))
     np.testing.assert_array_equal(out(v, k.winograd_output_rows), out(v))  # the wide-row variant: same bits
 
 
