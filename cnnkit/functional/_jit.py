@@ -756,6 +756,28 @@ def winograd_output_rows(m, y, b, r0, r1, th, relu):  # pragma: no cover - compi
                         out[j] = rk[j]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _adjoint_rows(dy, f, n, r, row, s):  # pragma: no cover - compiled
+    """The first half of ``dM = A dY A^T`` for the tile row at image row r of image n:
+    its two rows of dy (zero past Ho) into row (2, 2*tw), and A applied down them into
+    s (8, tw): rows 2a and 2a+1 hold the tiles' left and right columns of ``A dY``."""
+    ho, wo, tw = dy.shape[2], dy.shape[3], s.shape[1]
+    for k in range(2):
+        if r + k < ho:
+            src = dy[f, n, r + k]
+            for j in range(wo):
+                row[k, j] = src[j]
+        else:
+            row[k, :] = 0
+    for tx in range(tw):  # A on the rows: (g0, g0 + g1, g0 - g1, -g1) per column
+        g00, g01 = row[0, 2 * tx], row[0, 2 * tx + 1]
+        g10, g11 = row[1, 2 * tx], row[1, 2 * tx + 1]
+        s[0, tx], s[1, tx] = g00, g01
+        s[2, tx], s[3, tx] = g00 + g10, g01 + g11
+        s[4, tx], s[5, tx] = g00 - g10, g01 - g11
+        s[6, tx], s[7, tx] = -g10, -g11
+
+
 @numba.njit(nogil=True, cache=True)
 def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     """The adjoint of :func:`winograd_output` (without bias): ``dM = A dY A^T`` per tile,
@@ -767,20 +789,7 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     for f in range(nf):
         for rr in range(r0, r1):
             n, r = rr // th, 2 * (rr % th)
-            for k in range(2):
-                if r + k < ho:
-                    src = dy[f, n, r + k]
-                    for j in range(wo):
-                        row[k, j] = src[j]
-                else:
-                    row[k, :] = 0
-            for tx in range(tw):  # A on the rows: (g0, g0 + g1, g0 - g1, -g1) per column
-                g00, g01 = row[0, 2 * tx], row[0, 2 * tx + 1]
-                g10, g11 = row[1, 2 * tx], row[1, 2 * tx + 1]
-                s[0, tx], s[1, tx] = g00, g01
-                s[2, tx], s[3, tx] = g00 + g10, g01 + g11
-                s[4, tx], s[5, tx] = g00 - g10, g01 - g11
-                s[6, tx], s[7, tx] = -g10, -g11
+            _adjoint_rows(dy, f, n, r, row, s)
             p = (rr - r0) * tw
             for i in range(4):  # and across the columns
                 sa, sb = s[2 * i], s[2 * i + 1]
@@ -807,20 +816,7 @@ def winograd_output_adjoint_rows(dy, dm, r0, r1, th):  # pragma: no cover - comp
     for f in range(nf):
         for rr in range(r0, r1):
             n, r = rr // th, 2 * (rr % th)
-            for k in range(2):
-                if r + k < ho:
-                    src = dy[f, n, r + k]
-                    for j in range(wo):
-                        row[k, j] = src[j]
-                else:
-                    row[k, :] = 0
-            for tx in range(tw):  # A on the rows: (g0, g0 + g1, g0 - g1, -g1) per column
-                g00, g01 = row[0, 2 * tx], row[0, 2 * tx + 1]
-                g10, g11 = row[1, 2 * tx], row[1, 2 * tx + 1]
-                s[0, tx], s[1, tx] = g00, g01
-                s[2, tx], s[3, tx] = g00 + g10, g01 + g11
-                s[4, tx], s[5, tx] = g00 - g10, g01 - g11
-                s[6, tx], s[7, tx] = -g10, -g11
+            _adjoint_rows(dy, f, n, r, row, s)
             p = (rr - r0) * tw
             for i in range(4):  # and across the columns
                 sa, sb = s[2 * i], s[2 * i + 1]
