@@ -208,10 +208,10 @@ def parallel_map(fn: Callable[[list], T], items: Sequence, small: bool = False) 
 
 class _Pool:
     """cnnkit's worker threads, each fed through its own queue; a part's result (or its
-    exception) comes back through the queue its caller passed along. A round trip costs
-    about 20 us on this project's 2-core VM, where concurrent.futures' ThreadPoolExecutor
-    (a Future, a Condition and a work item per part) took about 55 (a trivial part,
-    ``parallel_map`` back to back; 108 against about 60 after the worker went idle)."""
+    exception) comes back through the queue its caller passed along. A ``parallel_map``
+    round trip with a trivial part costs about 25 us back to back on this project's 2-core
+    VM (55 after the worker went idle), where concurrent.futures' ThreadPoolExecutor (a
+    Future, a Condition and a work item per part) took about 55 (108)."""
 
     def __init__(self, n: int):
         self.inboxes = [queue.SimpleQueue() for _ in range(n)]
