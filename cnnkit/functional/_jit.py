@@ -625,14 +625,16 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
 
 
 # ---- Winograd F(2x2, 3x3) transforms (cnnkit/functional/winograd.py) -----------------
-# These per-tile-row loops (tw long, stride-2 reads, four outputs) stay scalar. Two things
-# keep LLVM from vectorizing a loop here, learned on a "slot layout" rewrite (measured, not
-# kept: see the README's Speed section): an index with a run-time offset, ``a[p + i]``,
-# gets Numba's negative-index wraparound (slice first, ``b = a[p:]``, then ``b[i]``); and
-# more than a few arrays written in one loop exceed LLVM's run-time alias checks (one
-# output per loop). Both fixed, over long loops, an input transform ran 2.2x faster per
-# tile row - but its layout (polyphase planes, a spare slot per tile row) cost more
-# elsewhere than it saved.
+# What keeps LLVM from vectorizing a loop here: an index with a run-time offset,
+# ``a[p + i]``, gets Numba's negative-index wraparound (slice first, ``b = a[p:]``, then
+# ``b[i]``); more than a few arrays written in one loop exceed LLVM's run-time alias checks
+# (one output per loop); and loops under 16 iterations stay scalar. The output transform
+# and its adjoint therefore run their sums over the whole chunk's tiles (M's and dM's
+# rows are the chunk's tiles end to end), and only split or join tile rows in short
+# loops. The input transform and its adjoint read the padded input's rows at stride 2 per
+# tile row and stay scalar: a "slot layout" that made the input transform's loops long
+# (polyphase planes of the input, a spare slot per tile row) ran it 2.2x faster but cost
+# more elsewhere than it saved (see the README's Speed section).
 # A chunk is the tile rows r0..r1-1 of the whole batch (tile row R is image R // th,
 # row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
 # (channels, 16, tiles) arrays: a channel's 16 transformed values lie close together,
@@ -671,162 +673,122 @@ def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
 def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     """``y tile = A^T M A`` (+ b[f]; clamped at 0 with ``relu``) for the tiles of tile rows
     r0..r1-1, from m (F, 16, (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
-    past Ho or Wo are dropped."""
+    past Ho or Wo are dropped.
+
+    The sums run over the whole chunk's tiles at once, one array written per loop (LLVM
+    vectorizes such loops; per tile row, tw long with offsets added at run time, they
+    stayed scalar); only the interleaving of each tile's 2x2 outputs into y's rows goes
+    tile row by tile row. Per chunk, one thread, against that per-tile-row version: 0.30
+    (16->16 at 32x32) to 0.76 (256 channels at 14x14), the same bits."""
     nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
-    tw = m.shape[2] // max(r1 - r0, 1)
-    s = np.empty((8, tw), dtype=y.dtype)
-    row = np.empty((2, 2 * tw), dtype=y.dtype)
+    ns = m.shape[2]
+    tw = ns // max(r1 - r0, 1)
+    s = np.empty((8, ns), dtype=y.dtype)
+    q = np.empty((4, ns), dtype=y.dtype)  # each tile's outputs (0,0) (0,1) (1,0) (1,1)
+    row = np.empty(2 * tw, dtype=y.dtype)
     zero = y.dtype.type(0)
     for f in range(nf):
         bv = b[f] if b.shape[0] > 0 else zero
+        for i in range(4):  # A^T on each row of the tiles: (m0 + m1 + m2, m1 - m2 - m3)
+            ma, mb, mc, md = m[f, 4 * i], m[f, 4 * i + 1], m[f, 4 * i + 2], m[f, 4 * i + 3]
+            sa = s[2 * i]
+            for t in range(ns):
+                sa[t] = ma[t] + mb[t] + mc[t]
+            sb = s[2 * i + 1]
+            for t in range(ns):
+                sb[t] = mb[t] - mc[t] - md[t]
+        s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+        q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
+        for t in range(ns):  # and down the columns
+            q0[t] = s0[t] + s2[t] + s4[t] + bv
+        for t in range(ns):
+            q1[t] = s1[t] + s3[t] + s5[t] + bv
+        for t in range(ns):
+            q2[t] = s2[t] - s4[t] - s6[t] + bv
+        for t in range(ns):
+            q3[t] = s3[t] - s5[t] - s7[t] + bv
         for rr in range(r0, r1):
             n, r = rr // th, 2 * (rr % th)
             p = (rr - r0) * tw
-            for i in range(4):  # A^T on each row of the tiles: (m0 + m1 + m2, m1 - m2 - m3)
-                ma, mb, mc, md = m[f, 4 * i], m[f, 4 * i + 1], m[f, 4 * i + 2], m[f, 4 * i + 3]
-                sa, sb = s[2 * i], s[2 * i + 1]
-                for tx in range(tw):
-                    sa[tx] = ma[p + tx] + mb[p + tx] + mc[p + tx]
-                    sb[tx] = mb[p + tx] - mc[p + tx] - md[p + tx]
-            for tx in range(tw):  # and down the columns
-                row[0, 2 * tx] = s[0, tx] + s[2, tx] + s[4, tx] + bv
-                row[0, 2 * tx + 1] = s[1, tx] + s[3, tx] + s[5, tx] + bv
-                row[1, 2 * tx] = s[2, tx] - s[4, tx] - s[6, tx] + bv
-                row[1, 2 * tx + 1] = s[3, tx] - s[5, tx] - s[7, tx] + bv
             for k in range(min(2, ho - r)):
-                out, src = y[f, n, r + k], row[k]
-                if relu:
-                    for j in range(wo):
-                        out[j] = zero if src[j] <= zero else src[j]
-                else:
-                    for j in range(wo):
-                        out[j] = src[j]
-
-
-@numba.njit(nogil=True, cache=True)
-def winograd_output_rows(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
-    """:func:`winograd_output` for wide tile rows (tw >= 16, see winograd.WIDE_ROWS), the
-    same sums in the same order (the same bits), in loops that LLVM vectorizes: each
-    reads its rows of m through a slice (``m[f, k, p:]``, then ``[tx]``: an index with a
-    run-time offset gets Numba's negative-index check) and writes one array, and the 2x2
-    outputs go to four unit-stride rows before they are interleaved into y's rows. Per
-    chunk of 32 tile rows, one thread: 16->16 at 32x32 138 -> 82 us, 64 channels at 56x56
-    99-111 -> 54-59 us; with 8 or 14 tiles a row no faster (the vector loops need 16
-    iterations), with 4 slower: those keep winograd_output."""
-    nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
-    tw = m.shape[2] // max(r1 - r0, 1)
-    s = np.empty((8, tw), dtype=y.dtype)
-    q = np.empty((4, tw), dtype=y.dtype)  # the tile's outputs (0,0) (0,1) (1,0) (1,1)
-    row = np.empty((2, 2 * tw), dtype=y.dtype)
-    zero = y.dtype.type(0)
-    for f in range(nf):
-        bv = b[f] if b.shape[0] > 0 else zero
-        for rr in range(r0, r1):
-            n, r = rr // th, 2 * (rr % th)
-            p = (rr - r0) * tw
-            for i in range(4):  # A^T on each row of the tiles: (m0 + m1 + m2, m1 - m2 - m3)
-                ma, mb, mc, md = m[f, 4 * i, p:], m[f, 4 * i + 1, p:], m[f, 4 * i + 2, p:], m[f, 4 * i + 3, p:]
-                sa = s[2 * i]
+                qa, qb = q[2 * k, p:], q[2 * k + 1, p:]
                 for tx in range(tw):
-                    sa[tx] = ma[tx] + mb[tx] + mc[tx]
-                sb = s[2 * i + 1]
-                for tx in range(tw):
-                    sb[tx] = mb[tx] - mc[tx] - md[tx]
-            s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-            q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
-            for tx in range(tw):  # and down the columns
-                q0[tx] = s0[tx] + s2[tx] + s4[tx] + bv
-            for tx in range(tw):
-                q1[tx] = s1[tx] + s3[tx] + s5[tx] + bv
-            for tx in range(tw):
-                q2[tx] = s2[tx] - s4[tx] - s6[tx] + bv
-            for tx in range(tw):
-                q3[tx] = s3[tx] - s5[tx] - s7[tx] + bv
-            for k in range(min(2, ho - r)):
-                rk, qa, qb = row[k], q[2 * k], q[2 * k + 1]
-                for tx in range(tw):
-                    rk[2 * tx] = qa[tx]
-                    rk[2 * tx + 1] = qb[tx]
+                    row[2 * tx] = qa[tx]
+                    row[2 * tx + 1] = qb[tx]
                 out = y[f, n, r + k]
                 if relu:
                     for j in range(wo):
-                        out[j] = zero if rk[j] <= zero else rk[j]
+                        out[j] = zero if row[j] <= zero else row[j]
                 else:
                     for j in range(wo):
-                        out[j] = rk[j]
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _adjoint_rows(dy, f, n, r, row, s):  # pragma: no cover - compiled
-    """The first half of ``dM = A dY A^T`` for the tile row at image row r of image n:
-    its two rows of dy (zero past Ho) into row (2, 2*tw), and A applied down them into
-    s (8, tw): rows 2a and 2a+1 hold the tiles' left and right columns of ``A dY``."""
-    ho, wo, tw = dy.shape[2], dy.shape[3], s.shape[1]
-    for k in range(2):
-        if r + k < ho:
-            src = dy[f, n, r + k]
-            for j in range(wo):
-                row[k, j] = src[j]
-        else:
-            row[k, :] = 0
-    for tx in range(tw):  # A on the rows: (g0, g0 + g1, g0 - g1, -g1) per column
-        g00, g01 = row[0, 2 * tx], row[0, 2 * tx + 1]
-        g10, g11 = row[1, 2 * tx], row[1, 2 * tx + 1]
-        s[0, tx], s[1, tx] = g00, g01
-        s[2, tx], s[3, tx] = g00 + g10, g01 + g11
-        s[4, tx], s[5, tx] = g00 - g10, g01 - g11
-        s[6, tx], s[7, tx] = -g10, -g11
+                        out[j] = row[j]
 
 
 @numba.njit(nogil=True, cache=True)
 def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     """The adjoint of :func:`winograd_output` (without bias): ``dM = A dY A^T`` per tile,
-    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (F, 16, (r1-r0)*tw)."""
+    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (F, 16, (r1-r0)*tw).
+
+    Tile row by tile row, dy's two rows are split into each tile's four values; the sums
+    then run over the whole chunk's tiles at once, one array written per loop (vectorized,
+    as in :func:`winograd_output`). Per chunk, one thread, against a per-tile-row version:
+    0.41 (16->16 at 32x32) to 0.78, about even for 256 channels at 14x14; the same bits."""
     nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
-    tw = dm.shape[2] // max(r1 - r0, 1)
+    ns = dm.shape[2]
+    tw = ns // max(r1 - r0, 1)
     row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
-    s = np.empty((8, tw), dtype=dy.dtype)
+    g = np.empty((4, ns), dtype=dy.dtype)  # each tile's dY (0,0) (0,1) (1,0) (1,1)
+    s = np.empty((8, ns), dtype=dy.dtype)
     for f in range(nf):
         for rr in range(r0, r1):
             n, r = rr // th, 2 * (rr % th)
-            _adjoint_rows(dy, f, n, r, row, s)
+            for k in range(2):
+                rk = row[k]
+                if r + k < ho:
+                    src = dy[f, n, r + k]
+                    for j in range(wo):
+                        rk[j] = src[j]
+                else:
+                    for j in range(2 * tw):
+                        rk[j] = 0
             p = (rr - r0) * tw
-            for i in range(4):  # and across the columns
-                sa, sb = s[2 * i], s[2 * i + 1]
-                ma, mb, mc, md = dm[f, 4 * i], dm[f, 4 * i + 1], dm[f, 4 * i + 2], dm[f, 4 * i + 3]
+            for k in range(2):
+                ga, gb, rk = g[2 * k, p:], g[2 * k + 1, p:], row[k]
                 for tx in range(tw):
-                    a, c = sa[tx], sb[tx]
-                    ma[p + tx] = a
-                    mb[p + tx] = a + c
-                    mc[p + tx] = a - c
-                    md[p + tx] = -c
-
-
-@numba.njit(nogil=True, cache=True)
-def winograd_output_adjoint_rows(dy, dm, r0, r1, th):  # pragma: no cover - compiled
-    """:func:`winograd_output_adjoint` for tile rows of 8 tiles or more (winograd.WIDE_ADJOINT),
-    the same values: its last loop writes dM through slices (``dm[f, k, p:]``, then
-    ``[tx]``; with ``dm[f, k][p + tx]`` Numba's negative-index check on the run-time
-    offset kept it scalar). Per chunk, one thread: 16 tiles a row 83 -> 52 us, 28 68 ->
-    43, 8 and 14 0.76-0.88x; with 4 the slices cost more than they save (1.2x)."""
-    nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
-    tw = dm.shape[2] // max(r1 - r0, 1)
-    row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
-    s = np.empty((8, tw), dtype=dy.dtype)
-    for f in range(nf):
-        for rr in range(r0, r1):
-            n, r = rr // th, 2 * (rr % th)
-            _adjoint_rows(dy, f, n, r, row, s)
-            p = (rr - r0) * tw
-            for i in range(4):  # and across the columns
-                sa, sb = s[2 * i], s[2 * i + 1]
-                ma, mb, mc, md = dm[f, 4 * i, p:], dm[f, 4 * i + 1, p:], dm[f, 4 * i + 2, p:], dm[f, 4 * i + 3, p:]
-                for tx in range(tw):
-                    a, c = sa[tx], sb[tx]
-                    ma[tx] = a
-                    mb[tx] = a + c
-                    mc[tx] = a - c
-                    md[tx] = -c
+                    ga[tx] = rk[2 * tx]
+                    gb[tx] = rk[2 * tx + 1]
+        g00, g01, g10, g11 = g[0], g[1], g[2], g[3]
+        s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+        for t in range(ns):  # A down the tiles' columns: (g0, g0 + g1, g0 - g1, -g1)
+            s0[t] = g00[t]
+        for t in range(ns):
+            s1[t] = g01[t]
+        for t in range(ns):
+            s2[t] = g00[t] + g10[t]
+        for t in range(ns):
+            s3[t] = g01[t] + g11[t]
+        for t in range(ns):
+            s4[t] = g00[t] - g10[t]
+        for t in range(ns):
+            s5[t] = g01[t] - g11[t]
+        for t in range(ns):
+            s6[t] = -g10[t]
+        for t in range(ns):
+            s7[t] = -g11[t]
+        for i in range(4):  # and across their rows
+            sa, sb = s[2 * i], s[2 * i + 1]
+            o = dm[f, 4 * i]
+            for t in range(ns):
+                o[t] = sa[t]
+            o = dm[f, 4 * i + 1]
+            for t in range(ns):
+                o[t] = sa[t] + sb[t]
+            o = dm[f, 4 * i + 2]
+            for t in range(ns):
+                o[t] = sa[t] - sb[t]
+            o = dm[f, 4 * i + 3]
+            for t in range(ns):
+                o[t] = -sb[t]
 
 
 @numba.njit(nogil=True, cache=True)

@@ -54,12 +54,6 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 CHUNK_BYTES = 512 << 10
 # Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
 SERIAL_MACS = 1 << 22
-# Tiles a row from which the forward's output transform is _jit.winograd_output_rows, and
-# the backward's first step _jit.winograd_output_adjoint_rows. (Reading dV through slices
-# in the input adjoint likewise was 0.63-0.94x per chunk but within noise per conv: kept
-# as it is.)
-WIDE_ROWS = 16
-WIDE_ADJOINT = 8
 
 
 # (G g G^T)[i, j] = sum_kl G[i, k] G[j, l] g[k, l]: the filter transform is one matrix,
@@ -157,8 +151,6 @@ def winograd_input_adjoint(dv, dx, halo, r0, r1, th, tw, top, left):
 
 
 NUMPY_KERNELS = types.SimpleNamespace(winograd_input=winograd_input, winograd_output=winograd_output,
-                                      winograd_output_rows=winograd_output,
-                                      winograd_output_adjoint_rows=winograd_output_adjoint,
                                       winograd_output_adjoint=winograd_output_adjoint,
                                       winograd_input_adjoint=winograd_input_adjoint)
 
@@ -191,7 +183,6 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
     y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
     chunks, most, small = _plan(n, th, tw, c, f, x.dtype.itemsize)
-    output = kernels.winograd_output_rows if tw >= WIDE_ROWS else kernels.winograd_output
 
     def run(parts):  # each worker: its own V (C, 16, k) and M (F, 16, k) buffers
         v, m = np.empty(16 * c * most, dtype=x.dtype), np.empty(16 * f * most, dtype=x.dtype)
@@ -200,7 +191,7 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
             vk, mk = v[:16 * c * k].reshape(c, 16, k), m[:16 * f * k].reshape(f, 16, k)
             kernels.winograd_input(xp, vk, r0, r1)
             np.matmul(u, vk.transpose(1, 0, 2), out=mk.transpose(1, 0, 2))  # 16 (F, C) @ (C, k)
-            output(mk, y, bias, r0, r1, th, relu)
+            kernels.winograd_output(mk, y, bias, r0, r1, th, relu)
     parallel_map(run, chunks, small=small)
     return y, (xp, u)
 
@@ -217,7 +208,6 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
     chunks, most, small = _plan(n, th, tw, c, f, dy_cn.dtype.itemsize)
     ut = u.transpose(0, 2, 1)  # (16, C, F)
     halos, no_halo = {}, np.empty((0, 2, 0), dtype=dy_cn.dtype)  # first tile rows below a chunk boundary
-    output_adjoint = kernels.winograd_output_adjoint_rows if tw >= WIDE_ADJOINT else kernels.winograd_output_adjoint
 
     def run(parts):  # each worker: its own buffers and its own share of dU
         dtype = dy_cn.dtype
@@ -227,7 +217,7 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
         for r0, r1 in parts:
             k = (r1 - r0) * tw
             dmk = dm[:16 * f * k].reshape(f, 16, k)
-            output_adjoint(dy_cn, dmk, r0, r1, th)
+            kernels.winograd_output_adjoint(dy_cn, dmk, r0, r1, th)
             if need_dw:
                 vk = v[:16 * c * k].reshape(c, 16, k)
                 kernels.winograd_input(xp, vk, r0, r1)
