@@ -639,8 +639,9 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
 # row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
 # (channels, 16, tiles) arrays: a channel's 16 transformed values lie close together,
 # which made the input transform 25-45% faster than (16, channels, tiles) (the GEMMs
-# read each (channels, tiles) slice at a stride, as fast). Each kernel transforms the rows of a tile row first
-# (long contiguous loops), then its columns.
+# read each (channels, tiles) slice at a stride, as fast). The input transform and its
+# adjoint work tile row by tile row (the padded input's rows first, then the tiles'
+# columns); the output transform and its adjoint over all the chunk's tiles at once.
 
 @numba.njit(nogil=True, cache=True)
 def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
