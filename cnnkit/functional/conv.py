@@ -101,7 +101,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
                         n, y.size * cg * kh * kw)
         kept = None
     elif jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
-        xp = np.empty((c, n) + tuple(geo.padded_hw), dtype=x.dtype)  # (C, N, Hp, Wp)
+        # (C, N, Hp, Wp), for the backward; with a fused ReLU (no backward) none is kept
+        xp = np.empty((0 if relu else c, n) + tuple(geo.padded_hw), dtype=x.dtype)
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else _unused(1, x.dtype)

@@ -383,6 +383,45 @@ def test_bias_relu_epilogue_same_bits_both_ways(kind, bias, relu):
     np.testing.assert_allclose(out[True], ref, rtol=1e-5, atol=1e-5)
 
 
+DW_FUSED_SHAPES = [  # (N, C, H, W, kernel, stride, padding): the fused-ReLU (no padded copy) paths
+    (1, 6, 14, 14, 3, 1, 1),    # 3x3 s1, 14 wide: the flat kernel, one scratch plane
+    (2, 5, 7, 9, 3, 1, 1),      # two images, 9 wide
+    (1, 4, 32, 32, 3, 1, 1),    # 32 wide: the flat kernel's widest
+    (1, 4, 40, 33, 3, 1, 1),    # 33 wide: the row kernel
+    (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut)
+    (1, 3, 12, 12, 3, 1, (0, 2)),  # 3x3 with padding on one axis only
+    (2, 3, 11, 13, 5, 1, 2),    # 5x5: the general kernels, in a buffer of their own
+    (2, 3, 11, 13, 3, 2, 0),    # no padding, stride 2
+]
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("shape", DW_FUSED_SHAPES)
+def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
+    """With a fused ReLU the compiled depthwise forward keeps no padded copy (3x3 kernels
+    pad each image into one scratch plane): max(y, 0) of the plain forward to the bit, NaN
+    and -0.0 included, in both memory layouts of x; and PyTorch's numbers."""
+    n, c, h, wd, k, stride, padding = shape
+    rng = np.random.default_rng(abs(hash(shape)) % 2**32)
+    w = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32) if bias else None
+    for layout in ("contiguous", "transposed"):
+        x = T.make_array(rng, (n, c, h, wd), layout, np.float32)
+        x[0, 0, 1, 1], x[-1, -1, -2, -2] = np.nan, -0.0
+        fused, cache = conv2d_forward(x, w, b, stride, padding, groups=c, relu=True)
+        assert cache is None
+        plain = conv2d_forward(x, w, b, stride, padding, groups=c)[0]
+        expect = np.where(plain <= 0, np.float32(0), plain)  # the kernels' ReLU: NaN stays NaN
+        assert np.isnan(fused).any()
+        np.testing.assert_array_equal(fused, expect)
+        assert np.array_equal(np.signbit(fused), np.signbit(expect))
+        x[0, 0, 1, 1] = 0.0
+        ref = torch.relu(TF.conv2d(torch.from_numpy(np.array(x)), torch.from_numpy(w),
+                                   None if b is None else torch.from_numpy(b), stride, padding, groups=c))
+        got = conv2d_forward(x, w, b, stride, padding, groups=c, relu=True)[0]
+        np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _batch_inner(cfg):
     """True when the configuration's columns are batch-inner (the compiled col2im_batch_inner)."""
     x, w, b, _ = T.conv_arrays(cfg, np.float64)
