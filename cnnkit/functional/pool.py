@@ -111,11 +111,16 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
         parallel_ranges(lambda c0, c1: jit.max_pool_route(dy_cn, xp, y, dxp, *kernel, *stride, *dilation, c0, c1),
                         xp.shape[0], 2 * xp.size)
         return crop_channel_major(dxp, pads, x_shape[2:])
-    if path == "separable" and tiles:  # (faster than the compiled scan, whose branches mispredict)
+    if path == "separable" and tiles:  # (not the compiled scan above: its branches mispredict)
         xp, _, y = cache[2:]
         dxp = np.empty(xp.shape, dtype=dy.dtype)  # (C, N, Hp, Wp)
-        parallel_ranges(lambda c0, c1: _route_tiles(dy_cn[c0:c1], xp[c0:c1], y[c0:c1], kernel, dxp[c0:c1]),
-                        xp.shape[0], 2 * xp.size)  # non-overlapping windows: one pass per offset
+        two = jit_kernels() if tuple(kernel) == (2, 2) else None
+        if two is not None:  # 2x2: one compiled pass of selects
+            parallel_ranges(lambda c0, c1: two.max_pool_2x2_route(dy_cn, xp, y, dxp, c0, c1),
+                            xp.shape[0], 2 * xp.size)
+        else:  # non-overlapping windows: one NumPy pass per offset
+            parallel_ranges(lambda c0, c1: _route_tiles(dy_cn[c0:c1], xp[c0:c1], y[c0:c1], kernel, dxp[c0:c1]),
+                            xp.shape[0], 2 * xp.size)
     elif path == "separable":
         xp, m, y = cache[2:]
         dxp = np.empty(xp.shape, dtype=dy.dtype)  # (C, N, Hp, Wp)

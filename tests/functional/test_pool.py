@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from cnnkit import runtime
 from cnnkit.functional import naive
 from cnnkit.functional.pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,
                                     adaptive_avg_pool2d_forward, avg_pool2d, avg_pool2d_backward,
@@ -485,6 +486,28 @@ def test_max_pool_ties_go_to_first_maximum():
     yt = torch.zeros(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     TF.max_pool2d(yt, 3, 1, 1).sum().backward()
     np.testing.assert_array_equal(dx, yt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 11, 9), (1, 2, 2, 2), (2, 5, 7, 14)])
+def test_max_pool_2x2_tiles_route_like_torch_with_many_ties(shape, dtype, jit_mode):
+    """2x2 windows, stride 2 (the compiled backward where Numba is installed): values drawn
+    from {-1, 0, 1} so that most windows hold ties, odd sizes (rows and columns that no
+    window reads), a transposed input: dx exactly PyTorch's, and non-negative zeros with
+    the JIT (PyTorch's +0.0)."""
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-1, 2, shape[:2] + shape[:1:-1]).astype(dtype).swapaxes(2, 3)
+    y, cache = max_pool2d_forward(x, 2)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = max_pool2d_backward(dy, cache)
+    xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+    yt = TF.max_pool2d(xt, 2)
+    yt.backward(torch.from_numpy(dy))
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+    assert dx.dtype == dtype and dx.shape == x.shape
+    if jit_mode and runtime.jit_kernels() is not None:
+        assert not np.signbit(dx[dx == 0]).any()
 
 
 def test_max_pool_all_minus_inf_input_with_padding_like_torch():
