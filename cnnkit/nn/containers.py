@@ -212,8 +212,12 @@ class Graph(Layer):
             raise value_error(self.label(), f"expected {len(self.input_names)} input(s)",
                               inputs=self.input_names, received=len(xs))
         values = dict(zip(self.input_names, xs))
+        children = self._children
         for name, inputs in self.nodes:
-            values[name] = self._children[name](*(values[i] for i in inputs))
+            if len(inputs) == 1:  # (no generator to build: a few us per node at batch 1)
+                values[name] = children[name](values[inputs[0]])
+            else:
+                values[name] = children[name](*[values[i] for i in inputs])
         outs = tuple(values[o] for o in self.output_names)
         self._cache = tuple((tuple(np.shape(x)), x.dtype) for x in xs)
         return outs[0] if len(outs) == 1 else outs

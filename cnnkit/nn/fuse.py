@@ -26,6 +26,18 @@
   ``x - c`` whose constant holds one finite value per output channel (or one in all), of
   the layer's dtype, on a ``Conv2d`` or ``Linear`` output that nothing else reads (LeNet-5's
   scaled tanh, ``1.7159 * tanh(2/3 * a)``, exports such a Mul after each layer).
+- **Constant scales folded into the conv or linear layer after them**: an imported
+  ``x * c`` or ``x / c`` read by a ``Conv2d`` alone (c one value in all, or one per
+  input channel when the conv has one group: its zero padding stays zero) or by a
+  ``Linear`` (one value in all, or one per input feature) scales the layer's weights.
+- **Constant scales moved past average pools and flattens** (both linear): a Graph's
+  ``x * c`` or ``x / c`` with one value in all, read by an ``AvgPool2d``, ``Flatten`` or
+  imported Flatten alone, comes after it instead, where the rules here can fold it.
+- **Runs of constant scales and shifts merged**: a Graph's chain of imported ``Mul``,
+  ``Div``, ``Add`` and ``Sub`` by constants (``c - x`` too), each read only by the next,
+  is ``x * s + t``: one Mul and one Add (fewer when s = 1 or t = 0). LeNet-5's imported
+  graph at batch 1 (scaled tanh and the trainable pooling's scale and bias): 32 -> 24
+  nodes with the folds above.
 - **Zero padding folded into the conv after it**: an imported constant-0 ``Pad`` of the
   spatial axes only, read by a ``Conv2d`` alone, becomes part of the conv's ``padding``.
 - **Identity nodes dropped from a Graph** (their readers read their input; a Graph output
@@ -53,7 +65,7 @@ from .linear import Linear
 from .module import Layer, Parameter
 from .norm import BatchNorm2d
 
-__all__ = ["fuse_for_inference", "fold_batchnorm", "fold_constant", "fold_pad"]
+__all__ = ["fuse_for_inference", "fold_batchnorm", "fold_constant", "fold_scale_into_next", "fold_pad"]
 
 
 def fold_batchnorm(conv: Conv2d, bn: BatchNorm2d) -> None:
@@ -102,6 +114,159 @@ def fold_constant(target, op) -> bool:
     return True
 
 
+def _scale_of(op, dtype):
+    """The float64 constant of ``op``, an imported Binary computing ``x * c`` or ``x / c``
+    (as a factor: 1/c for a division), if it is finite, non-zero for a division and of
+    ``dtype``; else None."""
+    from ..io.onnx._layers import Binary
+    if type(op) is not Binary or op.weight is None or op.op not in ("Mul", "Div") \
+            or op.op == "Div" and op.const_pos != 1:
+        return None
+    c = np.asarray(op._const())
+    if c.dtype != dtype or not np.isfinite(c).all() or op.op == "Div" and not c.all():
+        return None
+    c = c.astype(np.float64)
+    return 1.0 / c if op.op == "Div" else c
+
+
+def fold_scale_into_next(op, target, *, scalar_only: bool = False) -> bool:
+    """Fold ``op``, an imported Binary computing ``x * c`` or ``x / c`` whose output only
+    ``target`` reads, into ``target``'s weights, in place: a Conv2d (c one value in all,
+    or one per input channel with one group: zero padding of ``c * x`` is still zero) or
+    a Linear (one value in all, or one per input feature). ``scalar_only``: c must hold
+    one value (a Flatten in between). Returns False (and changes nothing) otherwise."""
+    if not isinstance(target, (Conv2d, Linear)):
+        return False
+    w = target.weight.data
+    c = _scale_of(op, w.dtype)
+    if c is None:
+        return False
+    if c.size == 1:
+        factor = c.reshape(())
+    elif scalar_only:
+        return False
+    elif isinstance(target, Conv2d):
+        if target.groups != 1 or c.ndim > 4 or c.size != w.shape[1]:
+            return False
+        shaped = c.reshape((1,) * (4 - c.ndim) + c.shape)
+        if shaped.shape != (1, w.shape[1], 1, 1):
+            return False
+        factor = shaped.reshape(1, -1, 1, 1)
+    else:
+        if c.shape[-1] != w.shape[1] or c.size != w.shape[1]:
+            return False
+        factor = c.reshape(1, -1)
+    target.weight.data = (w.astype(np.float64) * factor).astype(w.dtype)
+    return True
+
+
+def _affine_of(op):
+    """``(s, t)`` with ``op(x) = x * s + t`` (float64 constants), for an imported Binary
+    by a finite constant: Mul, Div (``x / c``), Add, Sub (``x - c`` and ``c - x``); else None."""
+    from ..io.onnx._layers import Binary
+    if type(op) is not Binary or op.weight is None or op.op not in _BINARY_OPS:
+        return None
+    c = np.asarray(op._const())
+    if c.dtype.kind != "f" or not np.isfinite(c).all():
+        return None
+    c64 = c.astype(np.float64)
+    if op.op == "Mul":
+        return c64, 0.0
+    if op.op == "Div":
+        return (1.0 / c64, 0.0) if op.const_pos == 1 and c.all() else None
+    if op.op == "Add":
+        return 1.0, c64
+    return (1.0, -c64) if op.const_pos == 1 else (-1.0, c64)
+
+
+_BINARY_OPS = ("Mul", "Div", "Add", "Sub")
+
+
+def _readers(graph: Graph) -> dict:
+    """How many nodes (or the caller, for an output) read each value of ``graph``."""
+    readers: dict[str, int] = {}
+    for _, inputs in graph.nodes:
+        for i in inputs:
+            readers[i] = readers.get(i, 0) + 1
+    for o in graph.output_names:
+        readers[o] = readers.get(o, 0) + 1
+    return readers
+
+
+def _move_scales_past_pools(graph: Graph) -> int:
+    """Swap ``scale -> pool`` into ``pool -> scale`` where ``scale`` multiplies (or
+    divides) by one constant value, its output is read by ``pool`` alone, and ``pool`` is
+    an AvgPool2d or a flatten (linear maps: ``pool(c * x) = c * pool(x)``). Returns how
+    many moved."""
+    from ..io.onnx._layers import Binary, OnnxFlatten
+    from .linear import Flatten
+    from .pool import AvgPool2d
+    moved, changed = 0, True
+    while changed:
+        changed = False
+        readers = _readers(graph)
+        for k in range(len(graph.nodes) - 1):
+            (sname, sin), (pname, pin) = graph.nodes[k], graph.nodes[k + 1]
+            scale, pool = graph._children[sname], graph._children[pname]
+            if pin != (sname,) or readers.get(sname) != 1 or len(sin) != 1 \
+                    or type(pool) not in (AvgPool2d, Flatten, OnnxFlatten) or type(scale) is not Binary \
+                    or scale.weight is None:
+                continue
+            const = np.asarray(scale._const())
+            c = _scale_of(scale, const.dtype)
+            if c is None or const.ndim > 1 or const.size != 1:  # (a shape like (1, 1, 1) could broadcast)
+                continue
+            # pool now reads scale's input; scale reads pool; pool's readers read scale
+            graph.nodes[k], graph.nodes[k + 1] = (pname, sin), (sname, (pname,))
+            graph.nodes[k + 2:] = [(n, tuple(sname if i == pname else i for i in ins))
+                                   for n, ins in graph.nodes[k + 2:]]
+            if graph._outputs is not None:
+                graph._outputs = tuple(sname if o == pname else o for o in graph._outputs)
+            moved, changed = moved + 1, True
+            break
+    return moved
+
+
+def _merge_constant_chains(graph: Graph) -> int:
+    """Rewrite each run of imported constant Binaries (each read only by the next) as at
+    most two: ``x * s`` then ``+ t``. Returns how many Binaries became Identities."""
+    readers, merged = _readers(graph), 0
+    k = 0
+    while k < len(graph.nodes):
+        run = []
+        for name, inputs in graph.nodes[k:]:
+            op = graph._children[name]
+            if _affine_of(op) is None or len(inputs) != 1:
+                break
+            if run and (inputs[0] != run[-1] or readers.get(run[-1]) != 1):
+                break
+            run.append(name)
+        if len(run) < 2:
+            k += 1
+            continue
+        ops = [graph._children[n] for n in run]
+        dtype = np.asarray(ops[0]._const()).dtype
+        if any(np.asarray(o._const()).dtype != dtype for o in ops):
+            k += 1
+            continue
+        s, t = np.float64(1.0), np.float64(0.0)
+        for o in ops:
+            so, to = _affine_of(o)
+            s, t = s * so, t * so + to
+        s, t = np.asarray(s), np.asarray(t)
+        from ..io.onnx._layers import Binary
+        new = []
+        if not (s == 1.0).all():
+            new.append(Binary("Mul", s.astype(dtype)))
+        if not (t == 0.0).all() or not new:
+            new.append(Binary("Add", t.astype(dtype)))
+        for i, name in enumerate(run):
+            graph._children[name] = (new[i] if i < len(new) else Identity()).train(False)
+        merged += len(run) - len(new)
+        k += len(run)
+    return merged
+
+
 def fold_pad(pad, conv: Conv2d) -> bool:
     """Fold an imported constant-0 ``Pad`` of the two spatial axes of a 4-D input into
     ``conv``'s padding (numeric, not 'same'/'valid'), in place; False if it does not qualify."""
@@ -137,20 +302,31 @@ def _foldable(bn, conv) -> bool:
             and bn._buffers.get("running_mean") is not None)
 
 
+def _FLATTENS() -> tuple:
+    from ..io.onnx._layers import OnnxFlatten
+    from .linear import Flatten
+    return (Flatten, OnnxFlatten)
+
+
 def fuse_for_inference(model: Layer) -> dict:
     """Fold BatchNorms, constant scales/shifts and zero padding into convolutions, fuse
     ReLUs into them and into residual Adds, run ReLU6s in place and drop a Graph's Identity
     nodes (see the module docstring). Returns how many of each: ``{"batchnorm_folded": ..,
     "relu_fused": .., "add_relu_fused": .., "relu_in_place": .., "constant_folded": ..,
-    "pad_folded": .., "identity_removed": ..}``."""
+    "scale_moved": .., "constants_merged": .., "pad_folded": .., "identity_removed": ..}``
+    (``constant_folded`` counts the scales and shifts folded into the layer before them
+    and the scales folded into the one after)."""
     counts = {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "relu_in_place": 0,
-              "constant_folded": 0, "pad_folded": 0, "identity_removed": 0}
+              "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0,
+              "identity_removed": 0}
     _fuse(model, counts)
     return counts
 
 
 def _fuse(layer: Layer, counts: dict) -> None:
     if isinstance(layer, Graph):
+        counts["scale_moved"] += _move_scales_past_pools(layer)
+        counts["constants_merged"] += _merge_constant_chains(layer)
         _fuse_steps(layer, _graph_steps(layer), counts)
         counts["identity_removed"] += _drop_identities(layer)
     elif isinstance(layer, Sequential):
@@ -178,6 +354,7 @@ def _fuse_steps(container: Layer, steps: list, counts: dict) -> None:
     reads it (None otherwise)."""
     from ..io.onnx._layers import Pad  # (imported layers; no ONNX package needed)
     children = container._children
+    src_of = dict(steps)
     source = {}  # child name -> the Conv2d or Linear whose output it holds, unchanged
     for name, src in steps:
         layer = children[name]
@@ -187,6 +364,14 @@ def _fuse_steps(container: Layer, steps: list, counts: dict) -> None:
             counts["batchnorm_folded"] += 1
         elif source.get(src) is not None and fold_constant(source[src], layer):
             children[name] = layer = Identity().train(False)
+            counts["constant_folded"] += 1
+        if src is not None and fold_scale_into_next(children[src], layer):
+            children[src] = Identity().train(False)
+            counts["constant_folded"] += 1
+        elif isinstance(layer, Linear) and src is not None and type(children[src]) in _FLATTENS() \
+                and src_of.get(src) is not None and fold_scale_into_next(children[src_of[src]], layer,
+                                                                         scalar_only=True):
+            children[src_of[src]] = Identity().train(False)
             counts["constant_folded"] += 1
         if isinstance(layer, Conv2d) and src is not None and type(children[src]) is Pad \
                 and fold_pad(children[src], layer):

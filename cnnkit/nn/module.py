@@ -184,7 +184,7 @@ class Layer:
 
     # ---- the computation ------------------------------------------------------
     def __call__(self, *inputs):
-        if self.training or not _one_image(inputs) or inline():
+        if inline() or self.training or not _one_image(inputs):  # (inline first: a Graph's nodes)
             return self.forward(*inputs)
         with blas_threaded():  # batch-1 inference: kernels inline, BLAS on every core
             return self.forward(*inputs)
