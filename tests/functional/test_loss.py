@@ -332,3 +332,44 @@ def test_backward_gradient_errors():
     _, cache = L.nll_loss_forward(x, y, reduction="none")
     with pytest.raises(TypeError, match=r"^nll_loss_backward: dy must have the dtype"):
         L.nll_loss_backward(np.ones(4, dtype=np.float32), cache)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_plain_path_same_bits_as_general_and_torch(dtype, reduction):
+    """(N, C) logits with in-range class indices, no weight, no smoothing take a path
+    without the one-hot matrix: the loss and the gradient are the general path's bits
+    (forced here by a weight of ones), and PyTorch's numbers, also with a -inf logit
+    (the general path's 0 * -inf gives NaN there; PyTorch and the plain path do not)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((37, 11)).astype(dtype)
+    y = rng.integers(0, 11, 37)
+    dl = rng.standard_normal(37).astype(dtype) if reduction == "none" else 0.7
+    plain_l, plain_c = L.cross_entropy_forward(x, y, reduction=reduction)
+    assert plain_c[1].dtype.kind == "i"  # the plain path ran
+    general_l, general_c = L.cross_entropy_forward(x, y, np.ones(11, dtype), reduction=reduction)
+    assert general_c[1].dtype.kind == "f"
+    np.testing.assert_array_equal(plain_l, general_l)
+    dx_plain, dx_general = L.cross_entropy_backward(dl, plain_c), L.cross_entropy_backward(dl, general_c)
+    np.testing.assert_array_equal(dx_plain, dx_general)
+    assert np.array_equal(np.signbit(dx_plain), np.signbit(dx_general))
+    x[3, (y[3] + 1) % 11] = -np.inf
+    got_l, c = L.cross_entropy_forward(x, y, reduction=reduction)
+    got_dx = L.cross_entropy_backward(dl, c)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    ref = TF.cross_entropy(xt, torch.from_numpy(y), reduction=reduction)
+    ref.backward(torch.as_tensor(dl, dtype=xt.dtype) if reduction == "none" else torch.tensor(dl, dtype=xt.dtype))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.isfinite(got_l).all() and np.isfinite(got_dx).all()
+    np.testing.assert_allclose(got_l, ref.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(got_dx, xt.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_cross_entropy_plain_path_still_refuses_out_of_range_targets():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="out of bounds"):
+        L.cross_entropy_forward(x, np.array([0, 3]))
+    with pytest.raises(ValueError, match="out of bounds"):
+        L.cross_entropy_forward(x, np.array([-1, 0]))
+    loss, cache = L.cross_entropy_forward(x, np.array([0, -100]))  # ignore_index: the general path
+    assert cache[1].dtype.kind == "f" and np.isclose(loss, np.log(3))
