@@ -64,6 +64,9 @@ def test_sweeps_hold_enough_direct_configurations():
     assert len(DIRECT) >= 60
     assert any(c["dilation"] != (1, 1) for c in DIRECT) and any(c["flip"] for c in DIRECT)
     assert any(c["c_in"] > 1 for c in DIRECT) and any(c["n"] == 0 for c in DIRECT)
+    for kw in (3, 5):  # the kernel rows summed in one pass (_direct_row3, _direct_row5), dilated too
+        assert any(c["kernel"][1] == kw and c["dilation"][1] > 1 for c in DIRECT)
+        assert any(c["kernel"][1] == kw and c["c_in"] > 1 for c in DIRECT)
 
 
 def _sweep_matches_torch(configs):
