@@ -302,7 +302,7 @@ def _foldable(bn, conv) -> bool:
             and bn._buffers.get("running_mean") is not None)
 
 
-def _FLATTENS() -> tuple:
+def _flatten_types() -> tuple:
     from ..io.onnx._layers import OnnxFlatten
     from .linear import Flatten
     return (Flatten, OnnxFlatten)
@@ -338,12 +338,7 @@ def _fuse(layer: Layer, counts: dict) -> None:
 
 def _graph_steps(graph: Graph) -> list:
     """``(node, source)`` in order: source is the node whose output this one alone reads, else None."""
-    readers: dict[str, int] = {}
-    for _, inputs in graph.nodes:
-        for i in inputs:
-            readers[i] = readers.get(i, 0) + 1
-    for o in graph.output_names:
-        readers[o] = readers.get(o, 0) + 1  # an output is read by the caller
+    readers = _readers(graph)
     return [(name, inputs[0] if len(inputs) == 1 and inputs[0] in graph._children
              and readers.get(inputs[0]) == 1 else None) for name, inputs in graph.nodes]
 
@@ -368,7 +363,7 @@ def _fuse_steps(container: Layer, steps: list, counts: dict) -> None:
         if src is not None and fold_scale_into_next(children[src], layer):
             children[src] = Identity().train(False)
             counts["constant_folded"] += 1
-        elif isinstance(layer, Linear) and src is not None and type(children[src]) in _FLATTENS() \
+        elif isinstance(layer, Linear) and src is not None and type(children[src]) in _flatten_types() \
                 and src_of.get(src) is not None and fold_scale_into_next(children[src_of[src]], layer,
                                                                          scalar_only=True):
             children[src_of[src]] = Identity().train(False)
