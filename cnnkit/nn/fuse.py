@@ -260,8 +260,8 @@ def _merge_constant_chains(graph: Graph) -> int:
             new.append(Binary("Mul", s.astype(dtype)))
         if not (t == 0.0).all() or not new:
             new.append(Binary("Add", t.astype(dtype)))
-        for i, name in enumerate(run):
-            graph._children[name] = (new[i] if i < len(new) else Identity()).train(False)
+        for i, name in enumerate(run):  # (adopted: the new Binaries' errors name their node)
+            graph._adopt(name, (new[i] if i < len(new) else Identity()).train(False))
         merged += len(run) - len(new)
         k += len(run)
     return merged
