@@ -552,11 +552,22 @@ def add(a, b, y, relu):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def relu_backward(dy, y, dx):  # pragma: no cover - compiled
-    """``dx = dy * (y > 0)`` over 1-D arrays, NumPy's multiply by the mask to the bit."""
+def relu_backward(dy, mask, dx):  # pragma: no cover - compiled
+    """``dx = dy * mask`` over 1-D arrays (mask: the forward's ``y > 0``, booleans),
+    NumPy's multiply by the mask to the bit."""
     zero, one = dx.dtype.type(0), dx.dtype.type(1)
-    for t in range(y.shape[0]):
-        dx[t] = dy[t] * (one if y[t] > zero else zero)
+    for t in range(mask.shape[0]):
+        dx[t] = dy[t] * (one if mask[t] else zero)
+
+
+@numba.njit(nogil=True, cache=True)
+def relu_and_mask(x, y, mask):  # pragma: no cover - compiled
+    """``relu`` (y may be x) that also writes ``mask = y > 0`` for the backward."""
+    zero = x.dtype.type(0)
+    for t in range(x.shape[0]):
+        v = x[t]
+        y[t] = zero if v <= zero else v
+        mask[t] = v > zero
 
 
 @numba.njit(nogil=True, cache=True)

@@ -95,20 +95,28 @@ def _finish(x: np.ndarray, y: np.ndarray, inplace: bool) -> np.ndarray:
 
 # ---- ReLU ---------------------------------------------------------------------------
 def relu_forward(x: np.ndarray, inplace: bool = False):
-    """``y = max(x, 0)``. The cache is the output ``y``.
+    """``y = max(x, 0)``. The cache is the mask ``y > 0`` (booleans, in y's memory layout)
+    and y's dtype: a quarter of y's bytes, and y itself is not kept alive for the backward
+    (the next layer usually keeps a copy of its own: ResNet-20's step at batch 128 held
+    92 MiB of ReLU outputs, now 23 MiB of masks).
 
     Shape: input ``(*)``, output ``(*)``, same shape.
     """
     _check_float(x, "relu")
     y = x if inplace else np.empty_like(x)  # same memory layout as x
+    mask = np.empty_like(y, dtype=np.bool_)  # (likewise)
     jit = jit_kernels()
     xf = _dense_flat(x) if jit is not None else None
     yf = _dense_flat(y) if xf is not None else None
-    if yf is not None:  # compiled select over the memory in order, in ranges on the workers
-        parallel_ranges(lambda a, b: jit.relu(xf[a:b], yf[a:b]), xf.size, 2 * xf.size)
+    mf = _dense_flat(mask) if yf is not None else None
+    if mf is not None:  # compiled select over the memory in order, in ranges on the workers
+        parallel_ranges(lambda a, b: jit.relu_and_mask(xf[a:b], yf[a:b], mf[a:b]), xf.size, 2 * xf.size)
     else:
-        _by_channels(lambda s: np.maximum(x[s], 0, out=y[s]), x)
-    return y, (y,)
+        def op(s):
+            np.maximum(x[s], 0, out=y[s])
+            np.greater(y[s], 0, out=mask[s])
+        _by_channels(op, x)
+    return y, (mask, y.dtype)
 
 
 def _dense_flat(a: np.ndarray) -> np.ndarray | None:
@@ -133,19 +141,25 @@ def relu_backward(dy: np.ndarray, cache) -> np.ndarray:
     same bits: 0.9 ms against NumPy's 1.4 for (128, 16, 32, 32). Other layouts (a cropped
     view of a padded gradient buffer, say) take NumPy, by channels: compiled loops over
     such short strided rows were 4x slower than NumPy."""
-    (y,) = cache
-    _check_dy(dy, y.shape, y.dtype, "relu_backward")
+    mask, dtype = cache
+    _check_dy(dy, mask.shape, dtype, "relu_backward")
     jit = jit_kernels()
-    if jit is not None and dy.strides == y.strides:
-        yf = _dense_flat(y)
-        if yf is not None:
-            dx = np.empty_like(y)
-            gf, df = _dense_flat(dy), _dense_flat(dx)
-            parallel_ranges(lambda a, b: jit.relu_backward(gf[a:b], yf[a:b], df[a:b]), yf.size, 3 * yf.size)
-            return dx
+    if jit is not None and _same_dense_layout(dy, mask):
+        dx = np.empty_like(dy)
+        gf, mf, df = _dense_flat(dy), _dense_flat(mask), _dense_flat(dx)
+        parallel_ranges(lambda a, b: jit.relu_backward(gf[a:b], mf[a:b], df[a:b]), mf.size, 3 * mf.size)
+        return dx
     dx = np.empty_like(dy)
-    _by_channels(lambda s: np.multiply(dy[s], y[s] > 0, out=dx[s]), dy)
+    _by_channels(lambda s: np.multiply(dy[s], mask[s], out=dx[s]), dy)
     return dx
+
+
+def _same_dense_layout(a: np.ndarray, b: np.ndarray) -> bool:
+    """Both C-contiguous, or both channel-major (C, N, H, W) memory seen as (N, C, H, W):
+    then ``_dense_flat`` gives views whose elements correspond (the itemsizes may differ)."""
+    if a.flags.c_contiguous and b.flags.c_contiguous:
+        return True
+    return a.ndim == 4 and is_channel_major(a) and is_channel_major(b)
 
 
 # ---- addition (a residual join), with an optional ReLU -----------------------------

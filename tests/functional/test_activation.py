@@ -218,3 +218,20 @@ def test_backward_checks_dy(fwd, bwd, kw):
         bwd(np.zeros((3, 2)), cache)
     with pytest.raises(TypeError, match=r"_backward: dy must have the dtype of the forward output"):
         bwd(np.zeros((2, 3), dtype=np.float32), cache)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+def test_relu_cache_is_a_mask_not_the_output(layout):
+    """The backward needs only y > 0: the cache holds that as booleans in y's layout (a
+    quarter of a float32 y), not y itself, so y can be freed once the next layer is done."""
+    x = np.random.default_rng(3).standard_normal((4, 3, 5, 6)).astype(np.float32)
+    if layout == "channel_major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    y, cache = A.relu_forward(x)
+    mask = cache[0]
+    assert mask.dtype == np.bool_ and mask.nbytes * 4 == y.nbytes and not np.shares_memory(mask, y)
+    np.testing.assert_array_equal(mask, y > 0)
+    assert all(c is not y for c in cache)
+    dy = np.random.default_rng(4).standard_normal(x.shape).astype(np.float32)
+    y[...] = -1.0  # the caller may change y: the backward does not read it
+    np.testing.assert_array_equal(A.relu_backward(dy, cache), dy * (x > 0))
