@@ -114,19 +114,16 @@ def fold_constant(target, op) -> bool:
     return True
 
 
-def _scale_of(op, dtype):
-    """The float64 constant of ``op``, an imported Binary computing ``x * c`` or ``x / c``
-    (as a factor: 1/c for a division), if it is finite, non-zero for a division and of
-    ``dtype``; else None."""
-    from ..io.onnx._layers import Binary
-    if type(op) is not Binary or op.weight is None or op.op not in ("Mul", "Div") \
-            or op.op == "Div" and op.const_pos != 1:
+def _scale_of(op, dtype=None):
+    """The float64 factor of ``op``, an imported Binary computing ``x * c`` or ``x / c``
+    (1/c for a division), by ``_affine_of``'s rules, if its constant is of ``dtype`` (any
+    float dtype when None); else None."""
+    if getattr(op, "op", None) not in ("Mul", "Div"):
         return None
-    c = np.asarray(op._const())
-    if c.dtype != dtype or not np.isfinite(c).all() or op.op == "Div" and not c.all():
+    affine = _affine_of(op)
+    if affine is None or dtype is not None and np.asarray(op._const()).dtype != dtype:
         return None
-    c = c.astype(np.float64)
-    return 1.0 / c if op.op == "Div" else c
+    return affine[0]
 
 
 def fold_scale_into_next(op, target, *, scalar_only: bool = False) -> bool:
@@ -212,9 +209,8 @@ def _move_scales_past_pools(graph: Graph) -> int:
                     or type(pool) not in (AvgPool2d, Flatten, OnnxFlatten) or type(scale) is not Binary \
                     or scale.weight is None:
                 continue
-            const = np.asarray(scale._const())
-            c = _scale_of(scale, const.dtype)
-            if c is None or const.ndim > 1 or const.size != 1:  # (a shape like (1, 1, 1) could broadcast)
+            c = _scale_of(scale)
+            if c is None or np.ndim(scale._const()) > 1 or c.size != 1:  # ((1, 1, 1) could broadcast)
                 continue
             # pool now reads scale's input; scale reads pool; pool's readers read scale
             graph.nodes[k], graph.nodes[k + 1] = (pname, sin), (sname, (pname,))
@@ -230,6 +226,7 @@ def _move_scales_past_pools(graph: Graph) -> int:
 def _merge_constant_chains(graph: Graph) -> int:
     """Rewrite each run of imported constant Binaries (each read only by the next) as at
     most two: ``x * s`` then ``+ t``. Returns how many Binaries became Identities."""
+    from ..io.onnx._layers import Binary
     readers, merged = _readers(graph), 0
     k = 0
     while k < len(graph.nodes):
@@ -254,7 +251,6 @@ def _merge_constant_chains(graph: Graph) -> int:
             so, to = _affine_of(o)
             s, t = s * so, t * so + to
         s, t = np.asarray(s), np.asarray(t)
-        from ..io.onnx._layers import Binary
         new = []
         if not (s == 1.0).all():
             new.append(Binary("Mul", s.astype(dtype)))
