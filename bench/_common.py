@@ -23,6 +23,15 @@ import sys
 
 _OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
+# What ``import cnnkit`` does when it comes before NumPy's import (cnnkit/__init__.py:
+# OpenBLAS's idle threads do not spin), here for the scripts that import NumPy first.
+if "numpy" not in sys.modules and not os.environ.get("CNNKIT_NO_BLAS_TUNING"):
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def blas_thread_timeout_setting() -> str:
+    return os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset")
+
 
 def reexec_without_openblas_overrides() -> None:
     if any(k in os.environ for k in _OVERRIDES) and "_CNNKIT_BENCH" not in os.environ:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import blas_thread_timeout_setting  # (sets OPENBLAS_THREAD_TIMEOUT as `import cnnkit` does)
+
 HERE = Path(__file__).resolve().parent
 TARGETS = {"kernel": "<= 1.0, none above 1.3", "lenet": "<= 1.0", "step": "<= 1.2", "onnx": "<= 1.5",
            "memory": "<= 1.2", "import": "< 0.3 s"}
@@ -56,6 +58,19 @@ def import_time(repeats: int = 7) -> float:
             times.append(time.perf_counter() - t0)
         return sorted(times)[len(times) // 2]
     return median("import cnnkit") - median("pass")
+
+
+def cpu_flags() -> str:
+    """The widest SIMD the CPU has (the same code ran at 3x the GEMM rate on an AVX-512 host)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                names = {"avx512f": "AVX-512", "avx2": "AVX2", "avx": "AVX"}
+                return next((name for flag, name in names.items() if flag in flags), "no AVX")
+    except OSError:
+        pass
+    return "unknown SIMD"
 
 
 def cpu_name() -> str:
@@ -110,7 +125,9 @@ def main() -> int:
     lines = [
         "# Benchmarks", "",
         f"Measured {started} with `python bench/run_all.py{' --quick' if args.quick else ''}` (`make bench`) on "
-        f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads for every library; NumPy {np.__version__}, "
+        f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores, {args.threads} threads for every library; "
+        f"NumPy {np.__version__}, OPENBLAS_THREAD_TIMEOUT={blas_thread_timeout_setting()} "
+        f"(cnnkit/__init__.py), "
         f"PyTorch {torch.__version__}; 1-min load average {load_before:.2f} before, {load_after:.2f} after. "
         "The machine is shared: expect 10-20% drift between runs; ratios come from the same run.", "",
         f"GEMM peak (2048x2048 float32 `np.matmul`, {args.threads} BLAS threads): "

@@ -18,6 +18,12 @@ threads of their own, with NumPy's BLAS on one thread each (see the threads sect
 below). ``Trainer()`` and the ``cnnkit`` command turn this on for every core; without
 it, kernels run serially and BLAS keeps its own threads.
 
+``blas_thread_timeout()``: how long OpenBLAS's idle threads spin after a multi-threaded
+GEMM (2**value cycles) before they sleep, as this process's OpenBLAS read it from
+OPENBLAS_THREAD_TIMEOUT when NumPy loaded it. Spinning threads take the cores that
+cnnkit's workers need next, so ``import cnnkit`` sets the variable to 4 (no spin) when it
+comes before NumPy's import (see cnnkit/__init__.py); it cannot be changed later.
+
 ``set_jit(enabled)``: where Numba is installed, a few kernels that NumPy can only
 run as many full passes over memory (the depthwise convolution, batch norm with
 batch statistics, the ReLU forward) use loops compiled by Numba instead (``cnnkit.functional._jit``); each has a NumPy twin that runs without
@@ -115,6 +121,19 @@ def set_num_threads(threads: int | None = None) -> int:
 def get_num_threads() -> int:
     """cnnkit's worker threads: 1 until :func:`set_num_threads` is called."""
     return _state["threads"] or 1
+
+
+def blas_thread_timeout() -> int | None:
+    """OPENBLAS_THREAD_TIMEOUT as NumPy's OpenBLAS read it (0: unset, OpenBLAS's default
+    spin of 2**28 cycles), or None when that cannot be known (another BLAS, no threadpoolctl)."""
+    import ctypes
+    blas = _blas_controller()
+    for c in (blas.lib_controllers if blas else ()):
+        fn = getattr(getattr(c, "dynlib", None), "openblas_thread_timeout", None)
+        if fn is not None:
+            fn.restype = ctypes.c_int
+            return int(fn())
+    return None
 
 
 def set_jit(enabled: bool) -> bool:

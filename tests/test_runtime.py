@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -253,3 +254,24 @@ def test_a_one_image_forward_in_eval_mode_runs_in_one_threading_mode():
     assert seen == [True, False, False]
     np.testing.assert_allclose(one, batch[:1], rtol=1e-5, atol=1e-6)
     assert not getattr(runtime._local, "busy", False)
+
+
+def _python(code, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "CNNKIT_NO_BLAS_TUNING")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=dict(base, **env)).stdout.split()
+
+
+def test_import_cnnkit_before_numpy_stops_openblas_idle_threads_spinning():
+    code = ("import os, cnnkit; from cnnkit.runtime import blas_thread_timeout;"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), blas_thread_timeout())")
+    env_value, seen = _python(code)
+    assert env_value == "4"
+    assert seen in ("4", "None")  # None: a BLAS other than OpenBLAS
+    assert _python(code, OPENBLAS_THREAD_TIMEOUT="12")[0] == "12"  # the user's value wins
+    assert _python(code, CNNKIT_NO_BLAS_TUNING="1")[0] == "None"  # opted out
+    # NumPy first: its OpenBLAS has read the environment already; cnnkit leaves it alone
+    code_after = ("import numpy, os, cnnkit; from cnnkit.runtime import blas_thread_timeout;"
+                  "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), blas_thread_timeout())")
+    env_value, seen = _python(code_after)
+    assert env_value == "None" and seen in ("0", "None")
