@@ -213,6 +213,12 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
             def backward(c0, c1):
                 jit.depthwise_backward_flat(cache_x, wk, dy_cn, dx, dwk, geo.pads[0], geo.pads[2], dh, dwl,
                                             c0, c1, need_dx, need_dw)
+        elif (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.stride == (2, 2):  # by even/odd phases, into dx
+            dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
+
+            def backward(c0, c1):
+                jit.depthwise_backward_3x3_s2(cache_x, wk, dy_cn, dx, dwk, geo.pads[0], geo.pads[2], c0, c1,
+                                              need_dx, need_dw)
         else:  # one pass over dy for both, row by row
             dxp = geo.zeros_padded(dy.dtype) if need_dx else _unused(4, dy.dtype)
 
@@ -221,7 +227,8 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
                                             need_dx, need_dw)
         parallel_ranges(backward, c, 3 * kh * kw * dy_cn.size)
         if need_dx:
-            dx = as_nchw(dx) if geo.stride == (1, 1) else crop_channel_major(dxp, geo.pads, (h, wd))
+            dense = geo.stride == (1, 1) or (kh, kw, dh, dwl, geo.stride) == (3, 3, 1, 1, (2, 2))
+            dx = as_nchw(dx) if dense else crop_channel_major(dxp, geo.pads, (h, wd))
         else:
             dx = None
         dw = dwk.reshape(geo.w_shape) if need_dw else None

@@ -562,11 +562,13 @@ def test_depthwise_3x3_row_kernel_same_bits_and_torch(n, c, h, w, stride, pad, r
 
 
 @pytest.mark.parametrize("n,c,h,w,pad", [(2, 8, 28, 28, 1), (1, 4, 29, 31, 1), (3, 5, 14, 14, (0, 1, 0, 1)),
-                                         (2, 3, 8, 9, 0)])
+                                         (2, 3, 8, 9, 0), (2, 5, 10, 11, 2), (2, 4, 12, 13, (1, 0, 3, 0)),
+                                         (3, 2, 5, 40, (2, 2, 0, 1)), (3, 2, 78, 78, 1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_depthwise_3x3_stride2_backward_matches_torch(n, c, h, w, pad, dtype):
-    """The 3x3 stride-2 backward kernel (literal tap offsets), each gradient alone and both,
-    against PyTorch in float64."""
+    """The 3x3 stride-2 backward kernel (by even/odd phases, written straight into dx), each
+    gradient alone and both, against PyTorch in float64: left padding even and odd, input
+    rows and columns that no window reaches, widths past one block of images."""
     rng = np.random.default_rng(n * 100 + c + h + w)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wk = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
