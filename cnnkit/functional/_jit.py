@@ -474,11 +474,17 @@ def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_
                             p0[o + _U(k)] = xn[r, _U(2 * k)]
                             p1[o + _U(k)] = xn[r, _U(2 * k) + one]
                         p0[o + _U(wo)] = xn[r, _U(2 * wo)]
-                        if u < ho:
+                        p1[o + _U(wo)] = 0  # (no such column: read against dy's zeros, and
+                        if u < ho:          # then must hold no NaN left by another channel)
                             for k in range(wo):
                                 p2[o + _U(k)] = xn[r + one, _U(2 * k)]
                                 p3[o + _U(k)] = xn[r + one, _U(2 * k) + one]
                             p2[o + _U(wo)] = xn[r + one, _U(2 * wo)]
+                            p3[o + _U(wo)] = 0
+                        else:
+                            for k in range(wo + 1):
+                                p2[o + _U(k)] = 0
+                                p3[o + _U(k)] = 0
                 for p in range(3):
                     for q in range(3):
                         off = (p // 2) * w1 + q // 2

@@ -207,13 +207,14 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else _unused(3, dy.dtype)
         dh, dwl = geo.dilation
+        by_phases = (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.stride == (2, 2)
         if geo.stride == (1, 1):  # dy spread on the padded grid, one flat run per tap
             dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
 
             def backward(c0, c1):
                 jit.depthwise_backward_flat(cache_x, wk, dy_cn, dx, dwk, geo.pads[0], geo.pads[2], dh, dwl,
                                             c0, c1, need_dx, need_dw)
-        elif (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.stride == (2, 2):  # by even/odd phases, into dx
+        elif by_phases:  # by even/odd phases, into dx
             dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
 
             def backward(c0, c1):
@@ -227,8 +228,7 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
                                             need_dx, need_dw)
         parallel_ranges(backward, c, 3 * kh * kw * dy_cn.size)
         if need_dx:
-            dense = geo.stride == (1, 1) or (kh, kw, dh, dwl, geo.stride) == (3, 3, 1, 1, (2, 2))
-            dx = as_nchw(dx) if dense else crop_channel_major(dxp, geo.pads, (h, wd))
+            dx = as_nchw(dx) if geo.stride == (1, 1) or by_phases else crop_channel_major(dxp, geo.pads, (h, wd))
         else:
             dx = None
         dw = dwk.reshape(geo.w_shape) if need_dw else None

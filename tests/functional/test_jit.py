@@ -586,3 +586,26 @@ def test_depthwise_3x3_stride2_backward_matches_torch(n, c, h, w, pad, dtype):
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("jit_mode", [True])
+def test_depthwise_3x3_stride2_backward_keeps_channels_apart(jit_mode):
+    """A NaN weight in one channel (NaN through its dx, as in PyTorch) leaves the next
+    channels' gradients equal to PyTorch's: the phase buffers that one channel leaves
+    behind (positions past its images' last row and column) are not read into another's dw."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 13, 13))
+    wk = rng.standard_normal((4, 1, 3, 3))
+    wk[0, 0, 1, 0] = np.nan
+    y, cache = conv2d_forward(x, wk, None, 2, 1, groups=4)
+    dy = rng.standard_normal(y.shape)
+    previous = runtime.get_num_threads()
+    runtime.set_num_threads(1)  # every channel in one call of the kernel
+    try:
+        dx, dw, _ = conv2d_backward(dy, cache)
+    finally:
+        runtime.set_num_threads(previous)
+    ref = _torch_depthwise(x, wk, None, dy, 2, 1, 1)
+    assert np.isnan(dx[:, 0]).any()
+    np.testing.assert_allclose(dw, ref[2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx[:, 1:], ref[1][:, 1:], rtol=1e-12, atol=1e-12)
