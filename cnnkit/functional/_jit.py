@@ -51,6 +51,7 @@ FLAT_BLOCK = 4096    # padded-grid positions per flat block (16 KiB of float32 s
 PAD_ZERO_FIRST = 4096  # channels of up to this many padded elements are zeroed whole (_pad_channel)
 K3_FLAT_MIN_WIDTH, K3_FLAT_MAX_WIDTH = 8, 32  # the 3x3 stride-1 output widths _forward_3x3_flat takes
 PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backward_3x3_s2)
+WINOGRAD_INPUT_FLAT_MIN = 128  # tiles of an image in a chunk from which winograd_input goes by columns
 
 
 @numba.njit(nogil=True, cache=True)
@@ -976,9 +977,16 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
 @numba.njit(nogil=True, cache=True)
 def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
     """``v[c, 4i+j, p] = (B^T d B)[i, j]`` for every 4x4 input tile d of the padded
-    input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (C, 16, (r1-r0)*tw)."""
+    input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (C, 16, (r1-r0)*tw).
+
+    Where an image's share of the chunk has at least ``WINOGRAD_INPUT_FLAT_MIN`` tiles,
+    :func:`_winograd_input_by_columns` does it (long loops); else, per tile row, B^T down
+    the four rows, then across the columns (loops of tw tiles)."""
     nc, wp = xp.shape[0], xp.shape[3]
     th, tw = (xp.shape[2] - 2) // 2, (wp - 2) // 2
+    if min(th, r1 - r0) * tw >= WINOGRAD_INPUT_FLAT_MIN:
+        _winograd_input_by_columns(xp, v, r0, r1)
+        return
     t = np.empty((4, wp), dtype=xp.dtype)
     for c in range(nc):
         for rr in range(r0, r1):
@@ -998,6 +1006,64 @@ def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
                     vb[p + tx] = a1 + a2
                     vc[p + tx] = a2 - a1
                     vd[p + tx] = a1 - a3
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_input_by_columns(xp, v, r0, r1):  # pragma: no cover - compiled
+    """:func:`winograd_input` with the column transform first. Each padded row that the
+    chunk's tiles read is transformed across once (``C_j = (d B)[:, j]`` per tile column:
+    a0 - a2, a1 + a2, a2 - a1, a1 - a3), into even-row and odd-row arrays ce, co laid out
+    tile row after tile row (tw a row). Tile (ty, tx) reads rows 2ty..2ty+3, which are
+    ce[ty], co[ty], ce[ty+1], co[ty+1] at tx: the rows' B^T is then four loops over all of
+    an image's tiles in the chunk, each array read at t and t + tw. The same sums in
+    another order (a few float32 ulps from the other path).
+
+    One thread, a 512 KiB chunk, kernel alone, against the row-first loops: 16x16 tiles
+    (16->16 at 32x32) 38 -> 19 us a chunk (a whole conv's input 2.6 -> 1.24 ms); 12x12
+    0.68x, 20x20 0.62x, 32x32 0.56x, 28x28 with 18 tile rows a chunk 0.50x; 112 tiles an
+    image-chunk even, shorter runs lose (8x8 tiles: 2.3x slower) and take the other path.
+    The eight scratch rows are padded to a multiple of 16 floats plus 16: unpadded, 13-,
+    14-, 15- and 18-wide tile rows ran 1.1-1.9x slower than the other path (aliasing
+    between the scratch rows, it seems), padded 0.68-1.06x. The ResNet-20 training step
+    (batch 128), in-process against the previous commit: 0.94-0.98 in five runs of six
+    (1.04 in one); cnn_bn's within noise (1.00-1.02)."""
+    nc, wp = xp.shape[0], xp.shape[3]
+    th, tw = (xp.shape[2] - 2) // 2, (wp - 2) // 2
+    cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16
+    cs = np.empty((8, cap), dtype=xp.dtype)
+    ce, co = cs[:4], cs[4:]  # C_j of the even padded rows 2u, and of the odd rows 2u + 1
+    one, two, three, uw = _U(1), _U(2), _U(3), _U(tw)
+    for c in range(nc):
+        rr = r0
+        while rr < r1:  # an image's tile rows ty0..ty0+cnt-1 at a time
+            n, ty0 = rr // th, rr % th
+            cnt = min(th - ty0, r1 - rr)
+            for u in range(cnt + 1):
+                o = _U(u * tw)
+                for a in range(2):
+                    dst, r = (ce if a == 0 else co), _U(2 * (ty0 + u) + a)
+                    for tx in range(tw):
+                        k = _U(2 * tx)
+                        a0, a1 = xp[c, n, r, k], xp[c, n, r, k + one]
+                        a2, a3 = xp[c, n, r, k + two], xp[c, n, r, k + three]
+                        t = o + _U(tx)
+                        dst[0, t] = a0 - a2
+                        dst[1, t] = a1 + a2
+                        dst[2, t] = a2 - a1
+                        dst[3, t] = a1 - a3
+            p = _U((rr - r0) * tw)
+            for j in range(4):  # B^T down the rows: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
+                e, od = ce[j], co[j]
+                va, vb, vc, vd = v[c, j], v[c, 4 + j], v[c, 8 + j], v[c, 12 + j]
+                for t in range(cnt * tw):  # (one array written per loop: vectorized)
+                    va[p + _U(t)] = e[_U(t)] - e[_U(t) + uw]
+                for t in range(cnt * tw):
+                    vb[p + _U(t)] = od[_U(t)] + e[_U(t) + uw]
+                for t in range(cnt * tw):
+                    vc[p + _U(t)] = e[_U(t) + uw] - od[_U(t)]
+                for t in range(cnt * tw):
+                    vd[p + _U(t)] = od[_U(t)] - od[_U(t) + uw]
+            rr += cnt
 
 
 @numba.njit(nogil=True, cache=True)

@@ -242,3 +242,18 @@ def test_which_convs_take_winograd():
         assert not takes((128, 32, 28, 28), 32)
     finally:
         runtime.set_jit(previous)
+
+
+@pytest.mark.parametrize("th,tw,r0,r1", [(16, 16, 0, 48), (16, 16, 5, 29), (16, 16, 16, 17), (9, 15, 4, 22)])
+def test_input_transform_by_columns_matches_numpy(th, tw, r0, r1):
+    """Where an image's share of a chunk holds 128 tiles or more, the compiled input
+    transform goes column-first (_jit._winograd_input_by_columns): the same V as the NumPy
+    twin to float64 rounding, for chunks that start and end inside images (and one tile
+    row, which takes the row-first loops)."""
+    rng = np.random.default_rng(4)
+    c, n = 2, 3
+    xp = rng.standard_normal((c, n, 2 * th + 2, 2 * tw + 2))
+    got, ref = np.empty((c, 16, (r1 - r0) * tw)), np.empty((c, 16, (r1 - r0) * tw))
+    KERNELS["jit"].winograd_input(xp, got, r0, r1)
+    KERNELS["numpy"].winograd_input(xp, ref, r0, r1)
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
