@@ -257,3 +257,24 @@ def test_input_transform_by_columns_matches_numpy(th, tw, r0, r1):
     KERNELS["jit"].winograd_input(xp, got, r0, r1)
     KERNELS["numpy"].winograd_input(xp, ref, r0, r1)
     np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("th,tw,r0,r1,top,left", [(16, 16, 0, 48, 1, 1), (16, 16, 5, 29, 1, 1),
+                                                  (16, 16, 16, 17, 0, 1), (9, 15, 4, 22, 2, 0)])
+def test_input_adjoint_on_wide_images_matches_numpy(th, tw, r0, r1, top, left):
+    """The compiled input-transform adjoint writes the same dx rows and halo as the NumPy
+    twin (float64, to rounding) on wide images, for chunks starting and ending inside
+    images; rows it does not own stay as they were."""
+    rng = np.random.default_rng(5)
+    c, n = 2, 3
+    h, w = 2 * th + 2 - top - 1, 2 * tw + 2 - left - 1  # (one padding row/column each side at most)
+    dv = rng.standard_normal((c, 16, (r1 - r0) * tw))
+    start = rng.standard_normal((c, n, h, w))
+    out = {}
+    for kind in ("jit", "numpy"):
+        dx, halo = start.copy(), np.zeros((c, 2, 2 * tw + 2))
+        KERNELS[kind].winograd_input_adjoint(dv, dx, halo if r0 % th else np.empty((0, 2, 0)), r0, r1, th, tw,
+                                             top, left)
+        out[kind] = (dx, halo)
+    np.testing.assert_allclose(out["jit"][0], out["numpy"][0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(out["jit"][1], out["numpy"][1], rtol=1e-13, atol=1e-13)
