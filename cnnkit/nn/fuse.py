@@ -195,9 +195,9 @@ def _move_scales_past_pools(graph: Graph) -> int:
     divides) by one constant value, its output is read by ``pool`` alone, and ``pool`` is
     an AvgPool2d or a flatten (linear maps: ``pool(c * x) = c * pool(x)``). Returns how
     many moved."""
-    from ..io.onnx._layers import Binary, OnnxFlatten
-    from .linear import Flatten
+    from ..io.onnx._layers import Binary
     from .pool import AvgPool2d
+    linear_maps = (AvgPool2d,) + _flatten_types()
     moved, changed = 0, True
     while changed:
         changed = False
@@ -206,7 +206,7 @@ def _move_scales_past_pools(graph: Graph) -> int:
             (sname, sin), (pname, pin) = graph.nodes[k], graph.nodes[k + 1]
             scale, pool = graph._children[sname], graph._children[pname]
             if pin != (sname,) or readers.get(sname) != 1 or len(sin) != 1 \
-                    or type(pool) not in (AvgPool2d, Flatten, OnnxFlatten) or type(scale) is not Binary \
+                    or type(pool) not in linear_maps or type(scale) is not Binary \
                     or scale.weight is None:
                 continue
             c = _scale_of(scale)
