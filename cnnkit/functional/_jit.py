@@ -969,8 +969,10 @@ def conv_direct_backward(xp, w, dy, dx, pt, pl, dh, dw, n0, n1, need_dx, need_dw
 # A chunk is the tile rows r0..r1-1 of the whole batch (tile row R is image R // th,
 # row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
 # (channels, 16, tiles) arrays: a channel's 16 transformed values lie close together,
-# which made the input transform 25-45% faster than (16, channels, tiles) (the GEMMs
-# read each (channels, tiles) slice at a stride, as fast). The input transform and its
+# which made the input transform 25-45% faster than (16, channels, tiles) (1.5-2x on the
+# AVX-512 host for 32 and 64 channels). The GEMMs read each (channels, tiles) slice at a
+# stride; winograd.py pads the rows so that stride is not a multiple of 4 KiB, and the
+# arrays may have spare columns past the chunk's tiles (tw comes from the image's width). The input transform and its
 # adjoint work tile row by tile row (the padded input's rows first, then the tiles'
 # columns); the output transform and its adjoint over all the chunk's tiles at once.
 
@@ -1069,7 +1071,7 @@ def _winograd_input_by_columns(xp, v, r0, r1):  # pragma: no cover - compiled
 @numba.njit(nogil=True, cache=True)
 def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     """``y tile = A^T M A`` (+ b[f]; clamped at 0 with ``relu``) for the tiles of tile rows
-    r0..r1-1, from m (F, 16, (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
+    r0..r1-1, from m (F, 16, >= (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
     past Ho or Wo are dropped.
 
     The sums run over the whole chunk's tiles at once, one array written per loop (LLVM
@@ -1078,8 +1080,8 @@ def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     tile row by tile row. Per chunk, one thread, against that per-tile-row version: 0.30
     (16->16 at 32x32) to 0.76 (256 channels at 14x14), the same bits."""
     nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
-    ns = m.shape[2]
-    tw = ns // max(r1 - r0, 1)
+    tw = (wo + 1) // 2
+    ns = (r1 - r0) * tw  # m may have spare columns past the chunk's tiles
     s = np.empty((8, ns), dtype=y.dtype)
     q = np.empty((4, ns), dtype=y.dtype)  # each tile's outputs (0,0) (0,1) (1,0) (1,1)
     row = np.empty(2 * tw, dtype=y.dtype)
@@ -1124,15 +1126,15 @@ def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
 @numba.njit(nogil=True, cache=True)
 def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     """The adjoint of :func:`winograd_output` (without bias): ``dM = A dY A^T`` per tile,
-    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (F, 16, (r1-r0)*tw).
+    dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (F, 16, >= (r1-r0)*tw).
 
     Tile row by tile row, dy's two rows are split into each tile's four values; the sums
     then run over the whole chunk's tiles at once, one array written per loop (vectorized,
     as in :func:`winograd_output`). Per chunk, one thread, against a per-tile-row version:
     0.41 (16->16 at 32x32) to 0.78, about even for 256 channels at 14x14; the same bits."""
     nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
-    ns = dm.shape[2]
-    tw = ns // max(r1 - r0, 1)
+    tw = (wo + 1) // 2
+    ns = (r1 - r0) * tw  # dm may have spare columns past the chunk's tiles
     row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
     g = np.empty((4, ns), dtype=dy.dtype)  # each tile's dY (0,0) (0,1) (1,0) (1,1)
     s = np.empty((8, ns), dtype=dy.dtype)

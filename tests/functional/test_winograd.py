@@ -278,3 +278,37 @@ def test_input_adjoint_on_wide_images_matches_numpy(th, tw, r0, r1, top, left):
         out[kind] = (dx, halo)
     np.testing.assert_allclose(out["jit"][0], out["numpy"][0], rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(out["jit"][1], out["numpy"][1], rtol=1e-13, atol=1e-13)
+
+
+def test_buffer_rows_are_padded_off_4k_strides():
+    """winograd._row_length: at least k, 4 more than a multiple of 8 (so a GEMM operand's
+    rows, 16 buffer rows apart, are never a multiple of 4 KiB apart), never shrinking."""
+    lengths = [winograd._row_length(k) for k in range(1, 600)]
+    assert all(n >= k and n % 8 == 4 and n - k < 8 for k, n in zip(range(1, 600), lengths))
+    assert lengths == sorted(lengths)
+    assert all(16 * n * 4 % 4096 for n in lengths)
+
+
+@pytest.mark.parametrize("kind", ["jit", "numpy"])
+def test_output_transforms_ignore_spare_columns(kind):
+    """M and dM buffers have spare columns past the chunk's tiles (the padded rows above):
+    the output transform must not read them (NaN there stays out of y) and its adjoint
+    must not write them; tw comes from the output's width, not the buffer's."""
+    rng = np.random.default_rng(7)
+    f, n, th, tw, r0, r1 = 3, 2, 3, 5, 1, 5
+    ho, wo = 2 * th - 1, 2 * tw - 1
+    k = (r1 - r0) * tw
+    m = np.full((f, 16, k + 7), np.nan)
+    m[:, :, :k] = rng.standard_normal((f, 16, k))
+    y, y_ref = np.zeros((f, n, ho, wo)), np.zeros((f, n, ho, wo))
+    KERNELS[kind].winograd_output(m, y, np.empty(0), r0, r1, th, False)
+    KERNELS[kind].winograd_output(np.ascontiguousarray(m[:, :, :k]), y_ref, np.empty(0), r0, r1, th, False)
+    assert np.isfinite(y).all()
+    np.testing.assert_array_equal(y, y_ref)
+    dy = rng.standard_normal((f, n, ho, wo))
+    dm = np.full((f, 16, k + 7), np.nan)
+    KERNELS[kind].winograd_output_adjoint(dy, dm, r0, r1, th)
+    dm_ref = np.empty((f, 16, k))
+    KERNELS[kind].winograd_output_adjoint(dy, dm_ref, r0, r1, th)
+    np.testing.assert_array_equal(dm[:, :, :k], dm_ref)
+    assert np.isnan(dm[:, :, k:]).all()
