@@ -22,9 +22,9 @@ here all taps of a stretch of output are summed while it is in L1 cache.
   Measured on one thread, float32, batch 8, 3x3: 512 @14 flat 1.3 ms vs rows 2.7;
   1024 @7 0.9 vs 2.7; 32 @112 rows 3.6 vs flat 7.8; 256 @28 rows 2.8 vs flat 3.6.
 - 3x3 without dilation, stride 1 or 2 (MobileNet's): all nine taps of an output summed
-  in registers, row by row (``_forward_3x3``), or at stride 1 with outputs 8-32 wide
-  in one flat run per padded image (``_forward_3x3_flat``: rows that short leave
-  vectors mostly idle).
+  in registers, row by row (``_forward_3x3``), or at stride 1 with outputs 13-15 wide
+  16 values a row in a loop of constant length (``_forward_3x3_rows16``: LLVM leaves
+  loops of a run-time 13-15 scalar).
 - The forward pads its input a channel at a time (the padded copy, which the backward
   reads, is written while the channel is in cache), and sums the taps in row-major
   order, as the NumPy path does, with the same float32 products and sums: the two give
@@ -49,7 +49,7 @@ import numpy as np
 FLAT_MAX_WIDTH = 16  # widest output the flat (shift) forward takes; see above
 FLAT_BLOCK = 4096    # padded-grid positions per flat block (16 KiB of float32 scratch)
 PAD_ZERO_FIRST = 4096  # channels of up to this many padded elements are zeroed whole (_pad_channel)
-K3_FLAT_MIN_WIDTH, K3_FLAT_MAX_WIDTH = 8, 32  # the 3x3 stride-1 output widths _forward_3x3_flat takes
+K3_ROWS16_MIN_WIDTH, K3_ROWS16_MAX_WIDTH = 13, 15  # the 3x3 stride-1 output widths _forward_3x3_rows16 takes
 PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backward_3x3_s2)
 WINOGRAD_INPUT_FLAT_MIN = 128  # tiles of an image in a chunk from which winograd_input goes by columns
 
@@ -71,14 +71,13 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
     k3 = (w.shape[1] == 3 and w.shape[2] == 3 and dh == 1 and dw == 1 and sh == sw and sh <= 2)
     if k3:
         buf = xp if keep else np.empty((1, xp.shape[1], xp.shape[2], xp.shape[3]), dtype=xp.dtype)
-        acc = np.empty(xp.shape[2] * xp.shape[3], dtype=y.dtype)
-        flat = sh == 1 and K3_FLAT_MIN_WIDTH <= y.shape[3] <= K3_FLAT_MAX_WIDTH
+        narrow = sh == 1 and K3_ROWS16_MIN_WIDTH <= y.shape[3] <= K3_ROWS16_MAX_WIDTH
         for c in range(c0, c1):
             d = c if keep else 0
             _pad_channel(x, buf, c, d, pt, pl)
             bv = b[c] if has_bias else y.dtype.type(0)
-            if flat:
-                _forward_3x3_flat(buf, d, w, y, c, acc, has_bias, bv)
+            if narrow:
+                _forward_3x3_rows16(buf, d, w, y, c, has_bias, bv)
             else:
                 _forward_3x3(buf, d, w, y, c, sh, has_bias, bv)
             if relu:
@@ -242,44 +241,62 @@ _U = numba.uint64  # an unsigned index has no negative-index check (which stops 
 
 
 @numba.njit(nogil=True, cache=True)
-def _forward_3x3_flat(xp, d, w, y, c, acc, has_bias, bv):  # pragma: no cover - compiled
-    """``_forward_3x3`` at stride 1 for outputs up to ``K3_FLAT_MAX_WIDTH`` wide, whose
-    rows are too short for vectors: the padded image is one flat run, tap (p, q) that run
-    shifted by ``p*Wp + q``, and all nine taps of a position are summed in one long loop
-    into acc (the positions on the right border are computed and dropped); the rows are
-    then copied out with the bias. Same order of sums, same bits. One thread, 3x3, batch
-    1, kernel alone (us, rows -> flat): 1024 @7 257 -> 152, 512 @14 208 -> 143, 256 @28
-    210 -> 171; at 128 @56 the rows win (213 against 248)."""
+def _forward_3x3_rows16(xp, d, w, y, c, has_bias, bv):  # pragma: no cover - compiled
+    """``_forward_3x3`` at stride 1 for outputs up to 16 wide: every output row is computed
+    as 16 values in a loop of constant length (one 16-lane vector; LLVM leaves loops of a
+    run-time 7 or 14 scalar), written straight into y (no scratch, no copying out). The values past the row's end
+    land on the next row's start (of this channel) and are overwritten when that row is
+    computed, in order; they read past the padded row, into the next one. Rows whose 16
+    values or reads would leave this channel's y or xp planes take a plain loop. Same
+    sums in the same order as the other paths (the same bits).
+
+    One thread, kernel alone, us, on the AVX-512 host (rows16 / _forward_3x3 / the flat
+    shift kernel this replaced), batch 8 with about 100k outputs a row: 13 wide 322 / 429
+    / 417, 14 wide 323 / 437 / 440, 15 wide 278 / 478 / 411; batch 1 14 wide 54 / 59 /
+    69. At 8, 12, 16 and 20-32 wide _forward_3x3 was fastest (8 wide 361 / 543 / 636,
+    16 wide 218 / 254 / 303), and the flat kernel lost at every width, so it is gone."""
     nb, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     hp, wp = xp.shape[2], xp.shape[3]
     w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
     w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
     w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
-    one, two, uw = _U(1), _U(2), _U(wp)
+    xf, yf = xp[d].reshape(-1), y[c].reshape(-1)
+    xn, yn = _U(xf.shape[0]), _U(yf.shape[0])
+    two, uw = _U(2), _U(wp)
     for n in range(nb):
-        f = xp[d, n].reshape(hp * wp)
-        for t in range((ho - 1) * wp + wo):
-            k = _U(t)
-            v = w00 * f[k]
-            v += w01 * f[k + one]
-            v += w02 * f[k + two]
-            k1 = k + uw
-            v += w10 * f[k1]
-            v += w11 * f[k1 + one]
-            v += w12 * f[k1 + two]
-            k2 = k1 + uw
-            v += w20 * f[k2]
-            v += w21 * f[k2 + one]
-            v += w22 * f[k2 + two]
-            acc[k] = v
         for i in range(ho):
-            out, res = y[c, n, i], acc[i * wp:i * wp + wo]
-            if has_bias:
-                for j in range(wo):
-                    out[j] = res[j] + bv
+            k, o = _U((n * hp + i) * wp), _U((n * ho + i) * wo)
+            if o + _U(16) <= yn and k + two * uw + _U(18) <= xn:
+                for j in range(16):
+                    v = _taps3x3(xf, k + _U(j), uw, w00, w01, w02, w10, w11, w12, w20, w21, w22)
+                    if has_bias:
+                        v += bv
+                    yf[o + _U(j)] = v
             else:
                 for j in range(wo):
-                    out[j] = res[j]
+                    v = _taps3x3(xf, k + _U(j), uw, w00, w01, w02, w10, w11, w12, w20, w21, w22)
+                    if has_bias:
+                        v += bv
+                    yf[o + _U(j)] = v
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _taps3x3(xf, t, uw, w00, w01, w02, w10, w11, w12, w20, w21, w22):  # pragma: no cover - compiled
+    """The nine taps at flat position t of a padded plane of row length uw, summed in
+    row-major order."""
+    one, two = _U(1), _U(2)
+    v = w00 * xf[t]
+    v += w01 * xf[t + one]
+    v += w02 * xf[t + two]
+    t1 = t + uw
+    v += w10 * xf[t1]
+    v += w11 * xf[t1 + one]
+    v += w12 * xf[t1 + two]
+    t2 = t1 + uw
+    v += w20 * xf[t2]
+    v += w21 * xf[t2 + one]
+    v += w22 * xf[t2 + two]
+    return v
 
 
 @numba.njit(nogil=True, cache=True)

@@ -387,9 +387,10 @@ def test_bias_relu_epilogue_same_bits_both_ways(kind, bias, relu):
 
 
 DW_FUSED_SHAPES = [  # (N, C, H, W, kernel, stride, padding): the fused-ReLU (no padded copy) paths
-    (1, 6, 14, 14, 3, 1, 1),    # 3x3 s1, 14 wide: the flat kernel, one scratch plane
+    (1, 6, 14, 14, 3, 1, 1),    # 3x3 s1, 14 wide: 16-value rows, one scratch plane
     (2, 5, 7, 9, 3, 1, 1),      # two images, 9 wide
-    (1, 4, 32, 32, 3, 1, 1),    # 32 wide: the flat kernel's widest
+    (1, 4, 32, 32, 3, 1, 1),    # 32 wide: the row kernel
+    (3, 2, 13, 15, 3, 1, 1),    # 15 wide: 16-value rows, the last ones in a plain loop
     (1, 4, 40, 33, 3, 1, 1),    # 33 wide: the row kernel
     (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut)
     (1, 3, 12, 12, 3, 1, (0, 2)),  # 3x3 with padding on one axis only
@@ -533,7 +534,8 @@ def test_add_same_bits_as_numpy_every_layout(layout, dtype, relu):
 
 @pytest.mark.parametrize("n,c,h,w,stride,pad", [
     (1, 8, 56, 56, 1, 1), (3, 5, 14, 14, 1, 1), (2, 4, 28, 29, 2, 1), (1, 6, 15, 16, 2, 1),
-    (2, 3, 9, 11, 1, 0), (2, 3, 10, 10, 2, (0, 1, 0, 1)), (1, 3, 7, 7, 1, 2)])
+    (2, 3, 9, 11, 1, 0), (2, 3, 10, 10, 2, (0, 1, 0, 1)), (1, 3, 7, 7, 1, 2),
+    (2, 4, 13, 13, 1, 1), (1, 3, 5, 17, 1, (0, 1, 0, 0)), (4, 2, 15, 15, 1, 1)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_depthwise_3x3_row_kernel_same_bits_and_torch(n, c, h, w, stride, pad, relu):
     """The 3x3 depthwise kernel (stride 1 or 2, every output row written once, literal tap
