@@ -281,18 +281,31 @@ def _forward_3x3_rows16(xp, d, w, y, c, has_bias, bv):  # pragma: no cover - com
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _taps3x3(xf, t, uw, w00, w01, w02, w10, w11, w12, w20, w21, w22):  # pragma: no cover - compiled
-    """The nine taps at flat position t of a padded plane of row length uw, summed in
-    row-major order."""
+def _taps3x3(xf, t, uw, w00, w01, w02, w10, w11, w12, w20, w21, w22, backwards=False):  # pragma: no cover
+    """The nine taps ``w_pq * xf[t + p*uw + q]`` at flat position t of a padded plane of
+    row length uw, summed in row-major order of (p, q), or from (2, 2) back to (0, 0)
+    with ``backwards`` (dx of a depthwise conv: the rotated kernel, in the order its
+    unrotated taps are added)."""
     one, two = _U(1), _U(2)
+    t1 = t + uw
+    t2 = t1 + uw
+    if backwards:
+        v = w22 * xf[t2 + two]
+        v += w21 * xf[t2 + one]
+        v += w20 * xf[t2]
+        v += w12 * xf[t1 + two]
+        v += w11 * xf[t1 + one]
+        v += w10 * xf[t1]
+        v += w02 * xf[t + two]
+        v += w01 * xf[t + one]
+        v += w00 * xf[t]
+        return v
     v = w00 * xf[t]
     v += w01 * xf[t + one]
     v += w02 * xf[t + two]
-    t1 = t + uw
     v += w10 * xf[t1]
     v += w11 * xf[t1 + one]
     v += w12 * xf[t1 + two]
-    t2 = t1 + uw
     v += w20 * xf[t2]
     v += w21 * xf[t2 + one]
     v += w22 * xf[t2 + two]
@@ -337,6 +350,72 @@ def _forward_rows(ph, w, y, sh, sw, dh, dw, c, has_bias, bv):  # pragma: no cove
             if has_bias:  # while the row is in L1
                 for j in range(wo):
                     out[j] += bv
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
+def depthwise_backward_3x3_s1(xp, w, dy, dx, dwk, c0, c1, need_dx, need_dw):  # pragma: no cover
+    """:func:`depthwise_backward_flat` for 3x3, stride 1, no dilation, one row and column
+    of padding on every side (MobileNet's), xp (C, N, H+2, W+2). Per channel, dy goes
+    once onto a zero-bordered copy g of the padded grid (its row i, column j at (i+1,
+    j+1)); then
+
+    - dx row by row, all nine taps of an element summed in registers
+      (:func:`_dx_3x3_s1`) and written straight into dx: no scratch passes per tap, no
+      copying out;
+    - ``dwk[c, p, q] = sum_t g[t] * x[t + (p-1)*Wp + (q-1)]``, float64 products summed in
+      float64, the same terms as depthwise_backward_flat.
+
+    Batch 8, 512 @14, 2 threads, conv2d_backward, ms: dx only 0.53 -> 0.35 (PyTorch
+    0.22); both 0.89 -> 0.64 (0.52); dw alone unchanged, 0.49 (0.19)."""
+    nb, h, wd = dy.shape[1], dy.shape[2], dy.shape[3]
+    wp = wd + 2
+    hw = (h + 2) * wp
+    g = np.zeros(nb * hw + 2 * wp + 32, dtype=dy.dtype)  # the borders are never written
+    x2 = xp.reshape(xp.shape[0], nb * hw)
+    first, last = wp + 1, (nb - 1) * hw + h * wp + wd + 1  # dy's first and one past its last position
+    for c in range(c0, c1):
+        for n in range(nb):
+            for i in range(h):
+                src, dst = dy[c, n, i], g[n * hw + (i + 1) * wp + 1:]
+                for j in range(wd):
+                    dst[j] = src[j]
+        if need_dx:
+            _dx_3x3_s1(g, w, dx, c, wp, hw)
+        if need_dw:
+            gr = g[first:last]
+            for p in range(3):
+                for q in range(3):
+                    s = (p - 1) * wp + (q - 1)
+                    src = x2[c, first + s:last + s]
+                    total = 0.0
+                    for t in range(last - first):
+                        total += np.float64(gr[t]) * np.float64(src[t])
+                    dwk[c, p, q] = total
+
+
+@numba.njit(nogil=True, cache=True)
+def _dx_3x3_s1(g, w, dx, c, wp, hw):  # pragma: no cover - compiled
+    """``dx[c, n, a, b] = sum_{p,q} w[c, p, q] * g[n*hw + (a + 2 - p)*wp + b + 2 - q]``, taps in
+    row-major order (the order depthwise_backward_flat adds them). Rows up to 16 wide are
+    computed as 16 values in a loop of constant length, as in _forward_3x3_rows16 (the
+    spill lands on the next row of this channel and is overwritten in order)."""
+    nb, h, wd = dx.shape[1], dx.shape[2], dx.shape[3]
+    w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
+    w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
+    w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
+    df = dx[c].reshape(-1)
+    dn, uw = _U(df.shape[0]), _U(wp)
+    for n in range(nb):
+        for a in range(h):
+            k, o = _U(n * hw + a * wp), _U((n * h + a) * wd)
+            if wd <= 16 and o + _U(16) <= dn:
+                for b in range(16):
+                    df[o + _U(b)] = _taps3x3(g, k + _U(b), uw, w22, w21, w20, w12, w11, w10, w02, w01, w00,
+                                             True)
+            else:
+                for b in range(wd):
+                    df[o + _U(b)] = _taps3x3(g, k + _U(b), uw, w22, w21, w20, w12, w11, w10, w02, w01, w00,
+                                             True)
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})

@@ -187,7 +187,7 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         raise value_error("conv2d_backward", "dy must have the forward output's shape",
                           dy=tuple(dy.shape), expected=(n, f) + geo.out_hw)
     dy_cn = dy.transpose(1, 0, 2, 3)  # (F, N, Ho, Wo)
-    db = dy_cn.sum(axis=(1, 2, 3)) if has_bias else None
+    db = _bias_gradient(dy_cn) if has_bias else None
 
     dx = None
     jit = jit_kernels() if depthwise else None
@@ -208,7 +208,14 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else _unused(3, dy.dtype)
         dh, dwl = geo.dilation
         by_phases = (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.stride == (2, 2)
-        if geo.stride == (1, 1):  # dy spread on the padded grid, one flat run per tap
+        k3_pad1 = (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.pads == (1, 1, 1, 1) and \
+            tuple(cache_x.shape[2:]) == (h + 2, wd + 2)
+        if geo.stride == (1, 1) and k3_pad1:  # MobileNet's: dx rows, nine taps in registers
+            dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
+
+            def backward(c0, c1):
+                jit.depthwise_backward_3x3_s1(cache_x, wk, dy_cn, dx, dwk, c0, c1, need_dx, need_dw)
+        elif geo.stride == (1, 1):  # dy spread on the padded grid, one flat run per tap
             dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
 
             def backward(c0, c1):
@@ -297,6 +304,23 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
     elif flip:
         dw = np.ascontiguousarray(dw[:, :, ::-1, ::-1])
     return dx, dw, db
+
+
+def _bias_gradient(dy_cn: np.ndarray) -> np.ndarray:
+    """``db = dy summed over N, Ho, Wo`` from dy as (F, N, Ho, Wo). Where dy's memory is
+    dense (channel-major or NCHW) the sums are a matrix-vector product with ones (BLAS),
+    per (image, channel) row for NCHW and then over the images: NumPy's reduction over
+    those axes, or over the rows of 196 elements, took 0.16 ms for 8 x 512 x 14 x 14, the
+    product 0.04 (0.47 -> 0.13 ms at 128 x 32 x 28 x 28), as close to float64 sums."""
+    f = dy_cn.shape[0]
+    if dy_cn.flags.c_contiguous:
+        rows = dy_cn.reshape(f, -1)
+        return rows @ np.ones(rows.shape[1], rows.dtype)
+    nchw = dy_cn.transpose(1, 0, 2, 3)
+    if nchw.flags.c_contiguous:
+        rows = nchw.reshape(-1, nchw.shape[2] * nchw.shape[3])
+        return (rows @ np.ones(rows.shape[1], rows.dtype)).reshape(nchw.shape[0], f).sum(axis=0)
+    return dy_cn.sum(axis=(1, 2, 3))
 
 
 def _unused(ndim: int, dtype) -> np.ndarray:

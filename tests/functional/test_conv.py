@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from cnnkit.functional import naive
+from cnnkit.functional import conv, naive
 from cnnkit.functional.conv import conv2d, conv2d_backward, conv2d_forward
 from cnnkit.functional.window import conv_out_size, output_hw, resolve_padding
 from tests.helpers import numeric_grad
@@ -853,3 +853,19 @@ def test_backward_unaffected_by_in_place_change_of_returned_y():
     np.maximum(y2, 0, out=y2)
     for g, c in zip(conv2d_backward(dy, cache2), clean):
         np.testing.assert_array_equal(g, c)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channel_major", "transposed", "negative_strides", "strided"])
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_bias_gradient_in_every_layout(layout, n):
+    """db (conv._bias_gradient: a matrix-vector product with ones where dy is dense NCHW
+    or channel-major, NumPy's sum otherwise) against float64 sums, batch 0 included."""
+    rng = np.random.default_rng(17 + n)
+    shape = (n, 6, 5, 7)
+    if layout == "channel_major":
+        dy = np.ascontiguousarray(rng.standard_normal((6, n, 5, 7)).astype(np.float32)).transpose(1, 0, 2, 3)
+    else:
+        dy = make_array(rng, shape, layout, np.float32)
+    db = conv._bias_gradient(dy.transpose(1, 0, 2, 3))
+    assert db.shape == (6,) and db.dtype == np.float32
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)

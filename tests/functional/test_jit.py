@@ -637,3 +637,31 @@ def test_strided_im2col_and_col2im_match_slices(wo, sw, dw):
         p, q = divmod(k, kw)
         ref[:, n0:n0 + nm, p * dh:p * dh + (ho - 1) * sh + 1:sh, q * dw:q * dw + (wo - 1) * sw + 1:sw] += g[:, k]
     np.testing.assert_array_equal(dxp, ref)
+
+
+@pytest.mark.parametrize("n,h,w", [(3, 14, 14), (2, 7, 7), (1, 16, 16), (2, 9, 40), (4, 15, 3)])
+def test_depthwise_3x3_s1_backward_matches_flat_kernel(n, h, w):
+    """The 3x3 'same' stride-1 backward (depthwise_backward_3x3_s1: dx rows with all nine
+    taps in registers, 16 at a time up to 16 wide) against the general flat kernel on
+    the same float32 inputs: dx to the bit (the taps added in the same order), dw to
+    float64 rounding; NaN in dy stays in its channel."""
+    jit = runtime.jit_kernels()
+    rng = np.random.default_rng(n * 100 + h + w)
+    c = 5
+    xp = np.zeros((c, n, h + 2, w + 2), np.float32)
+    xp[:, :, 1:-1, 1:-1] = rng.standard_normal((c, n, h, w))
+    wk = rng.standard_normal((c, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((c, n, h, w)).astype(np.float32)
+    dy[2, -1, -1, -1] = np.nan
+    out = []
+    for kernel in (jit.depthwise_backward_3x3_s1, jit.depthwise_backward_flat):
+        dx, dwk = np.full((c, n, h, w), 7.0, np.float32), np.full((c, 3, 3), 7.0, np.float32)
+        if kernel is jit.depthwise_backward_flat:  # (pads 1, 1; no dilation)
+            kernel(xp, wk, dy, dx, dwk, 1, 1, 1, 1, 0, c, True, True)
+        else:
+            kernel(xp, wk, dy, dx, dwk, 0, c, True, True)
+        out.append((dx, dwk))
+    (dx, dwk), (dx_ref, dwk_ref) = out
+    assert np.array_equal(dx, dx_ref, equal_nan=True) and np.isnan(dx[2]).any() and not np.isnan(dx[[0, 1, 3, 4]]).any()
+    assert np.isnan(dwk[2]).all() and not np.isnan(dwk[[0, 1, 3, 4]]).any()
+    np.testing.assert_allclose(dwk[[0, 1, 3, 4]], dwk_ref[[0, 1, 3, 4]], rtol=1e-6)
