@@ -363,7 +363,8 @@ def depthwise_backward_3x3_s1(xp, w, dy, dx, dwk, c0, c1, need_dx, need_dw):  # 
       (:func:`_dx_3x3_s1`) and written straight into dx: no scratch passes per tap, no
       copying out;
     - ``dwk[c, p, q] = sum_t g[t] * x[t + (p-1)*Wp + (q-1)]``, float64 products summed in
-      float64, the same terms as depthwise_backward_flat.
+      float64, the same terms as depthwise_backward_flat, all nine in one pass (1.44 ->
+      1.20 us a channel of 8 images 14x14, one thread).
 
     Batch 8, 512 @14, 2 threads, conv2d_backward, ms: dx only 0.53 -> 0.35 (PyTorch
     0.22); both 0.89 -> 0.64 (0.52); dw alone unchanged, 0.49 (0.19)."""
@@ -373,6 +374,7 @@ def depthwise_backward_3x3_s1(xp, w, dy, dx, dwk, c0, c1, need_dx, need_dw):  # 
     g = np.zeros(nb * hw + 2 * wp + 32, dtype=dy.dtype)  # the borders are never written
     x2 = xp.reshape(xp.shape[0], nb * hw)
     first, last = wp + 1, (nb - 1) * hw + h * wp + wd + 1  # dy's first and one past its last position
+    one, two = _U(1), _U(2)
     for c in range(c0, c1):
         for n in range(nb):
             for i in range(h):
@@ -381,16 +383,24 @@ def depthwise_backward_3x3_s1(xp, w, dy, dx, dwk, c0, c1, need_dx, need_dw):  # 
                     dst[j] = src[j]
         if need_dx:
             _dx_3x3_s1(g, w, dx, c, wp, hw)
-        if need_dw:
-            gr = g[first:last]
-            for p in range(3):
-                for q in range(3):
-                    s = (p - 1) * wp + (q - 1)
-                    src = x2[c, first + s:last + s]
-                    total = 0.0
-                    for t in range(last - first):
-                        total += np.float64(gr[t]) * np.float64(src[t])
-                    dwk[c, p, q] = total
+        if need_dw:  # the nine sums in one pass: g read and widened once, not nine times
+            gr, xa, xb, xc = g[first:last], x2[c, first - wp - 1:], x2[c, first - 1:], x2[c, first + wp - 1:]
+            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = 0.0
+            for t in range(last - first):
+                u = _U(t)
+                gv = np.float64(gr[u])
+                s00 += gv * np.float64(xa[u])
+                s01 += gv * np.float64(xa[u + one])
+                s02 += gv * np.float64(xa[u + two])
+                s10 += gv * np.float64(xb[u])
+                s11 += gv * np.float64(xb[u + one])
+                s12 += gv * np.float64(xb[u + two])
+                s20 += gv * np.float64(xc[u])
+                s21 += gv * np.float64(xc[u + one])
+                s22 += gv * np.float64(xc[u + two])
+            dwk[c, 0, 0], dwk[c, 0, 1], dwk[c, 0, 2] = s00, s01, s02
+            dwk[c, 1, 0], dwk[c, 1, 1], dwk[c, 1, 2] = s10, s11, s12
+            dwk[c, 2, 0], dwk[c, 2, 1], dwk[c, 2, 2] = s20, s21, s22
 
 
 @numba.njit(nogil=True, cache=True)
