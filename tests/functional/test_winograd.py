@@ -312,3 +312,19 @@ def test_output_transforms_ignore_spare_columns(kind):
     KERNELS[kind].winograd_output_adjoint(dy, dm_ref, r0, r1, th)
     np.testing.assert_array_equal(dm[:, :, :k], dm_ref)
     assert np.isnan(dm[:, :, k:]).all()
+
+
+def test_plan_cuts_chunks_at_whole_images():
+    """Where a chunk's byte budget holds an image's tile rows or more (and the thread
+    share does not decide), chunks are whole images; otherwise as many tile rows as fit."""
+    previous = runtime.get_num_threads()
+    runtime.set_num_threads(2)
+    try:
+        chunks, most, _ = winograd._plan(128, 14, 14, 32, 32, 4)  # budget 18 tile rows -> 14
+        assert [r1 - r0 for r0, r1 in chunks] == [14] * 128 and most == 14 * 14
+        chunks, most, _ = winograd._plan(8, 28, 28, 64, 64, 4)  # budget 4 < 28: not whole images
+        assert {r1 - r0 for r0, r1 in chunks} == {4} and most == 4 * 28
+        chunks, _, _ = winograd._plan(1, 14, 14, 16, 16, 4)  # one image: the thread share, 7 rows
+        assert [r1 - r0 for r0, r1 in chunks] == [7, 7]
+    finally:
+        runtime.set_num_threads(previous)
