@@ -869,3 +869,9 @@ def test_bias_gradient_in_every_layout(layout, n):
     db = conv._bias_gradient(dy.transpose(1, 0, 2, 3))
     assert db.shape == (6,) and db.dtype == np.float32
     np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+
+
+def test_bias_gradient_of_empty_arrays():
+    for shape in [(0, 2, 3, 3), (3, 0, 2, 2), (3, 2, 0, 0)]:  # (F, N, Ho, Wo)
+        db = conv._bias_gradient(np.zeros(shape, np.float32))
+        assert db.shape == (shape[0],) and not db.any()
