@@ -36,7 +36,7 @@ demo: $(VENV)/.installed data
 test: $(VENV)/.installed data browser
 	$(PY) -m pytest -n 2 -q
 
-# Every benchmark of issue 6, summed up in bench/RESULTS.md (about 10 minutes).
+# Every benchmark of issue 6, summed up in bench/RESULTS.md (1.5 minutes on the AVX-512 host, 5-10 on the earlier one).
 bench: $(VENV)/.installed data
 	$(PY) bench/run_all.py
 
