@@ -208,8 +208,8 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else _unused(3, dy.dtype)
         dh, dwl = geo.dilation
         by_phases = (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.stride == (2, 2)
-        k3_pad1 = (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.pads == (1, 1, 1, 1) and \
-            tuple(cache_x.shape[2:]) == (h + 2, wd + 2)
+        k3_pad1 = ((kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.pads == (1, 1, 1, 1)
+                   and tuple(cache_x.shape[2:]) == (h + 2, wd + 2))
         if geo.stride == (1, 1) and k3_pad1:  # MobileNet's: dx rows, nine taps in registers
             dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
 
