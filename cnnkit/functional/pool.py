@@ -63,7 +63,10 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
 
     Padding is -inf (never the maximum). ``stride`` defaults to ``kernel_size``.
 
-    Two paths give identical results:
+    Three paths give identical results:
+    - 2x2 windows at stride 2 inside the input, where Numba is installed: one compiled
+      pass takes each window's max and remembers which pixel won (the argmax rule below);
+      the backward routes by that byte, and neither keeps the input or y;
     - separable (finite output): a 2-D max is a max along W followed by a max along
       H, so only kW + kH running maxima are taken instead of kH*kW; backward finds
       each winner again by equality, first along H, then along W, which picks the
@@ -80,8 +83,15 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     kernel, stride, dilation, pads, out_hw = _pool_args(
         x, kernel_size, stride, padding, dilation, ceil_mode, where, max_pool=True)
     size_hw = padded_size(out_hw, kernel, stride, dilation)
-    xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)
     geo = (x.shape, pads, size_hw, kernel, stride, dilation, out_hw)
+    two = jit_kernels() if _two_by_two(x.shape, kernel, stride, dilation, pads, out_hw) else None
+    if two is not None:  # compiled: max and argmax in one pass over x, no padded copy
+        x_cn = x.transpose(1, 0, 2, 3)  # (C, N, H, W), any strides
+        y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
+        arg = np.empty(y.shape, dtype=np.uint8)
+        parallel_ranges(lambda c0, c1: two.max_pool_2x2_argmax(x_cn, y, arg, c0, c1), x.shape[1], x.size + y.size)
+        return as_nchw(y), ("argmax", geo, arg)  # (the cache does not hold y: the caller owns it)
+    xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)
     c, n = xp.shape[:2]
     m = np.empty((c, n, size_hw[0], out_hw[1]), dtype=x.dtype)  # (C, N, Hp, Wo)
     y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
@@ -132,10 +142,27 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
         parallel_ranges(route, xp.shape[0], 2 * xp.size)
     else:
         arg = cache[2]
+        two = jit_kernels() if _two_by_two(x_shape, kernel, stride, dilation, pads, out_hw) else None
+        if two is not None:  # compiled: every element of dx written once
+            dx = np.empty((x_shape[1], x_shape[0]) + tuple(x_shape[2:]), dtype=dy.dtype)  # (C, N, H, W)
+            parallel_ranges(lambda c0, c1: two.max_pool_2x2_arg_route(dy_cn, arg, dx, c0, c1), dx.shape[0],
+                            2 * dx.size)
+            return as_nchw(dx)
         dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
         for k, (_, _, rows_cols) in enumerate(window_slices(kernel, stride, dilation, out_hw)):
             dxp[_ALL + rows_cols] += np.where(arg == k, dy_cn, 0)
     return crop_channel_major(dxp, pads, x_shape[2:])
+
+
+def _two_by_two(x_shape, kernel, stride, dilation, pads, out_hw) -> bool:
+    """2x2 windows at stride 2 that lie inside the input (no padding, no ceil-mode window
+    past the edge): the compiled max/argmax pass (``_jit.max_pool_2x2_argmax``) and its
+    route take them. Against the separable NumPy passes (plus a finiteness sum and a copy
+    of y) and the route by equality with y, 2 threads, ms, forward / backward: LeNet-5's
+    (64, 6, 28, 28) 0.21 / 0.14 -> 0.11 / 0.11; cnn_bn's (128, 32, 28, 28) 1.06 / 1.70 ->
+    0.50 / 0.62; (8, 64, 112, 112) 3.4 / 3.0 -> 0.37 / 1.05."""
+    return (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(dilation) == (1, 1)
+            and not any(pads) and 2 * out_hw[0] <= x_shape[2] and 2 * out_hw[1] <= x_shape[3])
 
 
 def _along(axis: int, t: int, s: int, d: int, n_out: int) -> tuple:

@@ -696,3 +696,38 @@ def test_remembered_argument_checks_still_refuse_what_they_refused():
             max_pool2d_forward(x, (2, True))
         with pytest.raises(ValueError, match="padding must be at most half"):
             avg_pool2d_forward(x, 2, padding=2)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_max_pool_2x2_nan_inf_and_ties_same_both_ways_and_like_torch(layout):
+    """The compiled 2x2 stride-2 max/argmax pass (``_jit.max_pool_2x2_argmax`` and its
+    route) against the NumPy path with the JIT off and against PyTorch: NaN anywhere in a
+    window (two in one: the later wins, as PyTorch's running rule), all -inf windows,
+    +-inf, ties, -0.0 against 0.0, odd sizes (rows and columns no window reads)."""
+    rng = np.random.default_rng(43)
+    x = rng.integers(-2, 3, (2, 3, 9, 7)).astype(np.float64)
+    if layout == "transposed":
+        x = np.ascontiguousarray(x.swapaxes(2, 3)).swapaxes(2, 3)
+    x[0, 0, 0, 1] = np.nan
+    x[0, 1, 2, 2] = x[0, 1, 3, 3] = np.nan
+    x[1, 0, 4:6, 0:2] = -np.inf
+    x[1, 1, 0, 0], x[1, 1, 1, 1] = np.inf, -np.inf
+    x[1, 2, 0, 0], x[1, 2, 0, 1], x[1, 2, 1, 0], x[1, 2, 1, 1] = -0.0, 0.0, -0.0, -1.0
+    dy = rng.standard_normal((2, 3, 4, 3))
+    out = {}
+    for on in (True, False):
+        previous = runtime.set_jit(on)
+        try:
+            y, cache = max_pool2d_forward(x, 2)
+            out[on] = (y, max_pool2d_backward(dy, cache))
+        finally:
+            runtime.set_jit(previous)
+    xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+    yt = TF.max_pool2d(xt, 2)
+    yt.backward(torch.from_numpy(dy))
+    for y, dx in out.values():
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_array_equal(dx, xt.grad.numpy())
+    assert np.array_equal(out[True][0], out[False][0], equal_nan=True)
+    assert np.array_equal(np.signbit(out[True][0]), np.signbit(out[False][0]))
+    np.testing.assert_array_equal(out[True][1], out[False][1])
