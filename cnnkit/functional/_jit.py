@@ -836,58 +836,70 @@ def max_pool_2x2_route(dy, xp, y, dxp, c0, c1):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def max_pool_2x2_argmax(x, y, arg, c0, c1):  # pragma: no cover - compiled
+def max_pool_2x2_argmax(x, nchw, y, arg, c0, c1):  # pragma: no cover - compiled
     """2x2 max pool, stride 2, no padding, channels c0..c1-1: ``y[c, n, i, j]`` the max of
-    x[c, n, 2i:2i+2, 2j:2j+2] (x (C, N, H, W), any strides) and ``arg`` its offset 0-3 in
-    row-major order, by pool.py's ``_max_argmax`` rule (PyTorch's): an offset wins if
-    strictly greater or NaN, so ties go to the first maximum and a NaN to the last NaN.
+    the window at (2i, 2j) of image n, channel c, and ``arg`` its offset 0-3 in row-major
+    order, by pool.py's ``_max_argmax`` rule (PyTorch's): an offset wins if strictly
+    greater or NaN, so ties go to the first maximum and a NaN to the last NaN. x is (N,
+    C, H, W) with ``nchw``, else (C, N, H, W); whichever is contiguous, so that each plane
+    is a contiguous 2-D array (indexing the whole array of any strides cost 3.7x).
     Selects, no branches (the rule as data, not control flow)."""
-    ho, wo = y.shape[2], y.shape[3]
     for c in range(c0, c1):
         for n in range(y.shape[1]):
-            for i in range(ho):
-                r0, r1 = 2 * i, 2 * i + 1
-                for j in range(wo):
-                    q0, q1 = 2 * j, 2 * j + 1
-                    m, a = x[c, n, r0, q0], 0
-                    v = x[c, n, r0, q1]
-                    b = (v > m) | (v != v)
-                    m, a = (v, 1) if b else (m, a)
-                    v = x[c, n, r1, q0]
-                    b = (v > m) | (v != v)
-                    m, a = (v, 2) if b else (m, a)
-                    v = x[c, n, r1, q1]
-                    b = (v > m) | (v != v)
-                    m, a = (v, 3) if b else (m, a)
-                    y[c, n, i, j] = m
-                    arg[c, n, i, j] = a
+            _max_2x2_plane(x[n, c] if nchw else x[c, n], y[c, n], arg[c, n])
 
 
 @numba.njit(nogil=True, cache=True)
-def max_pool_2x2_arg_route(dy, arg, dx, c0, c1):  # pragma: no cover - compiled
-    """The backward of :func:`max_pool_2x2_argmax`: each ``dy[c, n, i, j]`` to the offset
-    ``arg`` names, +0.0 to the window's three other pixels and to the rows and columns no
-    window reads; every element of dx (C, N, H, W) written once."""
-    ho, wo = dy.shape[2], dy.shape[3]
-    h, w = dx.shape[2], dx.shape[3]
-    zero = dx.dtype.type(0)
+def _max_2x2_plane(x, y, arg):  # pragma: no cover - compiled
+    for i in range(y.shape[0]):
+        r0, r1 = 2 * i, 2 * i + 1
+        for j in range(y.shape[1]):
+            q0, q1 = 2 * j, 2 * j + 1
+            m, a = x[r0, q0], 0
+            v = x[r0, q1]
+            b = (v > m) | (v != v)
+            m, a = (v, 1) if b else (m, a)
+            v = x[r1, q0]
+            b = (v > m) | (v != v)
+            m, a = (v, 2) if b else (m, a)
+            v = x[r1, q1]
+            b = (v > m) | (v != v)
+            m, a = (v, 3) if b else (m, a)
+            y[i, j] = m
+            arg[i, j] = a
+
+
+@numba.njit(nogil=True, cache=True)
+def max_pool_2x2_arg_route(dy, nchw, arg, dx, c0, c1):  # pragma: no cover - compiled
+    """The backward of :func:`max_pool_2x2_argmax`: each ``dy`` to the offset ``arg``
+    names, +0.0 to the window's three other pixels and to the rows and columns no window
+    reads; every element of dx (C, N, H, W) written once. dy is (N, C, Ho, Wo) with
+    ``nchw``, else (C, N, Ho, Wo). (Whole planes indexed in 2-D: row views made per row
+    ran 4x slower.)"""
     for c in range(c0, c1):
-        for n in range(dy.shape[1]):
-            for i in range(ho):
-                r0, r1 = 2 * i, 2 * i + 1
-                for j in range(wo):
-                    g, a = dy[c, n, i, j], arg[c, n, i, j]
-                    q0, q1 = 2 * j, 2 * j + 1
-                    dx[c, n, r0, q0] = g if a == 0 else zero
-                    dx[c, n, r0, q1] = g if a == 1 else zero
-                    dx[c, n, r1, q0] = g if a == 2 else zero
-                    dx[c, n, r1, q1] = g if a == 3 else zero
-                for j in range(2 * wo, w):
-                    dx[c, n, r0, j] = zero
-                    dx[c, n, r1, j] = zero
-            for r in range(2 * ho, h):
-                for j in range(w):
-                    dx[c, n, r, j] = zero
+        for n in range(dx.shape[1]):
+            _route_2x2_plane(dy[n, c] if nchw else dy[c, n], arg[c, n], dx[c, n])
+
+
+@numba.njit(nogil=True, cache=True)
+def _route_2x2_plane(g, arg, d):  # pragma: no cover - compiled
+    zero = d.dtype.type(0)
+    ho, wo = arg.shape[0], arg.shape[1]
+    for i in range(ho):
+        r0, r1 = 2 * i, 2 * i + 1
+        for j in range(wo):
+            v, a = g[i, j], arg[i, j]
+            q0, q1 = 2 * j, 2 * j + 1
+            d[r0, q0] = v if a == 0 else zero
+            d[r0, q1] = v if a == 1 else zero
+            d[r1, q0] = v if a == 2 else zero
+            d[r1, q1] = v if a == 3 else zero
+        for j in range(2 * wo, d.shape[1]):
+            d[r0, j] = zero
+            d[r1, j] = zero
+    for r in range(2 * ho, d.shape[0]):
+        for j in range(d.shape[1]):
+            d[r, j] = zero
 
 
 @numba.njit(nogil=True, cache=True)

@@ -86,10 +86,12 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     geo = (x.shape, pads, size_hw, kernel, stride, dilation, out_hw)
     two = jit_kernels() if _two_by_two(x.shape, kernel, stride, dilation, pads, out_hw) else None
     if two is not None:  # compiled: max and argmax in one pass over x, no padded copy
-        x_cn = x.transpose(1, 0, 2, 3)  # (C, N, H, W), any strides
+        nchw = x.flags.c_contiguous  # (else channel-major, as cnnkit's layers return)
+        src = x if nchw else x.transpose(1, 0, 2, 3)
         y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
         arg = np.empty(y.shape, dtype=np.uint8)
-        parallel_ranges(lambda c0, c1: two.max_pool_2x2_argmax(x_cn, y, arg, c0, c1), x.shape[1], x.size + y.size)
+        parallel_ranges(lambda c0, c1: two.max_pool_2x2_argmax(src, nchw, y, arg, c0, c1), x.shape[1],
+                        x.size + y.size)
         return as_nchw(y), ("argmax", geo, arg)  # (the cache does not hold y: the caller owns it)
     xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)
     c, n = xp.shape[:2]
@@ -145,7 +147,9 @@ def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
         two = jit_kernels() if _two_by_two(x_shape, kernel, stride, dilation, pads, out_hw) else None
         if two is not None:  # compiled: every element of dx written once
             dx = np.empty((x_shape[1], x_shape[0]) + tuple(x_shape[2:]), dtype=dy.dtype)  # (C, N, H, W)
-            parallel_ranges(lambda c0, c1: two.max_pool_2x2_arg_route(dy_cn, arg, dx, c0, c1), dx.shape[0],
+            nchw = dy.flags.c_contiguous
+            src = dy if nchw else dy_cn
+            parallel_ranges(lambda c0, c1: two.max_pool_2x2_arg_route(src, nchw, arg, dx, c0, c1), dx.shape[0],
                             2 * dx.size)
             return as_nchw(dx)
         dxp = np.zeros((x_shape[1], x_shape[0]) + tuple(size_hw), dtype=dy.dtype)  # (C, N, Hp, Wp)
