@@ -81,8 +81,11 @@ def test_batch_norm_two_threads(two_threads, layout, training, affine):
 
 @pytest.mark.parametrize("layout", ["nchw", "channel_major"])
 def test_relu_two_threads(two_threads, layout):
+    """Above ``activation.STREAM_SERIAL_BELOW`` elements (1 M) the compiled ReLU splits
+    its range over the workers; the bits are the serial ones."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((8, 16, 32, 32)).astype(np.float32)
+    x = rng.standard_normal((8, 16, 96, 96)).astype(np.float32)
+    assert x.size >= A.STREAM_SERIAL_BELOW
     x = channel_major(x) if layout == "channel_major" else x
     x[0, 0, 0, :4] = 0.0  # the gradient at exactly 0 is 0
     dy = rng.standard_normal(x.shape).astype(np.float32)
@@ -98,6 +101,25 @@ def test_relu_two_threads(two_threads, layout):
     assert np.array_equal(threaded[0], yt.detach().numpy())
     assert np.array_equal(threaded[1], xt.grad.numpy())
     assert threaded[0].strides == x.strides  # keeps the input's memory layout
+
+
+def test_small_relu_and_add_stay_on_the_calling_thread(monkeypatch):
+    """Below ``activation.STREAM_SERIAL_BELOW`` elements the compiled ReLU and add run
+    where they are called, even with two workers (a hand-off costs about what they do)."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("the compiled kernels need Numba")
+    calls = []
+    real = runtime.parallel_map
+    monkeypatch.setattr(runtime, "parallel_map", lambda fn, items, **kw: calls.append(len(items)) or real(fn, items, **kw))
+    x = np.random.default_rng(3).standard_normal((64, 6, 28, 28)).astype(np.float32)  # LeNet-5's first ReLU
+    runtime.set_num_threads(2)
+    try:
+        y, cache = A.relu_forward(x)
+        A.relu_backward(x, cache)
+        A.add(x, y)
+    finally:
+        runtime.set_num_threads(1)
+    assert x.size < A.STREAM_SERIAL_BELOW and calls == []
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 3, 0)])
