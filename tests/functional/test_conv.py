@@ -400,6 +400,27 @@ def test_batch_inner_choice():
     assert not geo((1, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)).batch_inner          # one image
 
 
+def test_fused_relu_forward_keeps_no_columns(monkeypatch):
+    """A forward with a fused ReLU has no backward, so it builds its columns into the
+    reused chunk buffer instead of keeping a fresh copy of each (small convs keep them
+    for the backward otherwise); the output is the same."""
+    calls = []
+    real = conv._forward_columns
+
+    def spy(x, geo, w_mat, keep, b=None, relu=False):
+        calls.append(keep)
+        return real(x, geo, w_mat, keep, b, relu)
+    monkeypatch.setattr(conv, "_forward_columns", spy)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 7, 7)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    y_plain, cache = conv2d_forward(x, w, b, 2, 3)
+    y_fused, none = conv2d_forward(x, w, b, 2, 3, relu=True)
+    assert calls == [True, False] and cache[2] and none is None
+    np.testing.assert_array_equal(y_fused, np.maximum(y_plain, 0))
+
+
 def test_serial_choice(monkeypatch):
     """Small convs run on the calling thread; a batch-1 conv with few columns but a large
     GEMM, or a 1x1 conv of one image, is one chunk whose GEMM gets BLAS on every core; big
