@@ -783,9 +783,13 @@ def relu_channel(y, c):  # pragma: no cover - compiled
 
 
 # ---- max pooling ---------------------------------------------------------------------
-# The forward stays NumPy's (a separable running maximum: vectorized passes that compiled
-# scalar loops did not beat - 3x3 s2 on (8, 96, 55, 55): 4.3 ms NumPy on 2 threads, 11 ms
-# for a compiled max without the argmax on one). The backward is the scatter NumPy needs
+# 2x2 stride-2 and 3x3 windows have compiled forwards that keep each window's argmax
+# (``max_pool_2x2_argmax``, ``max_pool_3x3_argmax``: the taps as literal selects in
+# registers; generic loops over a window's pixels stayed scalar, 6x slower than these).
+# Other windows keep NumPy's separable forward (a running maximum along W, then H:
+# vectorized passes that compiled scalar loops did not beat - 3x3 s2 on (8, 96, 55, 55):
+# 4.3 ms NumPy on 2 threads, 11 ms for a compiled max without the argmax on one). Their
+# backward (``max_pool_route``) is the scatter NumPy needs
 # many passes for, where windows overlap. Where they tile the input (kernel == stride),
 # pool.py's NumPy pass per offset is faster: this scan's early exit mispredicts at random
 # positions of the maximum (2 threads, alternating, ms, compiled / NumPy: (64, 6, 28, 28)
@@ -794,9 +798,10 @@ def relu_channel(y, c):  # pragma: no cover - compiled
 # with stride 2, the commonest, ``max_pool_2x2_route`` writes all four positions of each
 # window by selects, with literal offsets: forward + backward, in-process against the NumPy
 # pass per offset, (128, 32, 28, 28) 17.1 -> 10.9 ms, (128, 64, 14, 14) 9.1 -> 5.8,
-# (64, 6, 28, 28) 1.12 -> 0.97, (64, 16, 10, 10) 0.71 -> 0.56. A compiled 2x2 forward
-# that kept the argmax (so that the backward reads no input) made the forward 1.3-1.8x
-# slower than NumPy's two passes; not kept.
+# (64, 6, 28, 28) 1.12 -> 0.97, (64, 16, 10, 10) 0.71 -> 0.56. A first compiled 2x2 forward
+# that kept the argmax ran 1.3-1.8x slower than NumPy's two passes; the select version
+# with whole planes indexed in 2-D (max_pool_2x2_argmax) then beat them, and the route by
+# equality is left to 2x2 pools with padding or ceil-mode windows past the edge.
 
 @numba.njit(nogil=True, cache=True)
 def max_pool_2x2_route(dy, xp, y, dxp, c0, c1):  # pragma: no cover - compiled
@@ -900,6 +905,175 @@ def _route_2x2_plane(g, arg, d):  # pragma: no cover - compiled
     for r in range(2 * ho, d.shape[0]):
         for j in range(d.shape[1]):
             d[r, j] = zero
+
+
+@numba.njit(nogil=True, cache=True)
+def max_pool_3x3_argmax(x, nchw, y, arg, sh, sw, pt, pl, c0, c1):  # pragma: no cover - compiled
+    """3x3 max pool without dilation, column stride ``sw`` 1 or 2 (ResNet's and
+    GoogLeNet's 3x3 s2 and s1, AlexNet's), channels c0..c1-1: ``y[c, n, i, j]`` the max
+    of window (i, j) over its pixels inside the input, ``arg`` the winner's offset
+    ``p*3 + q``, by pool.py's ``_max_argmax`` rule (PyTorch's): the window's first pixel
+    inside the input starts as the argmax at -inf, and a later one wins if strictly
+    greater or NaN (ties to the first maximum, a NaN to the last NaN).
+
+    Each plane is copied into a -inf-padded scratch plane (in cache; at stride 2 as its
+    even and odd columns, so that every tap loads at unit stride), then each output's
+    nine taps are compared in registers by selects with literal offsets. One thread,
+    (1, 64, 112, 112) 3x3 s2 p1: 0.44 ms; 0.90 with stride-2 loads; a loop over each
+    window's pixels, or over the outputs per tap, stayed scalar at 5.8. x is (N, C, H, W)
+    with ``nchw``, else (C, N, H, W), whichever is contiguous; y and arg are (C, N, Ho, Wo)."""
+    ho, wo = y.shape[2], y.shape[3]
+    hp = (ho - 1) * sh + 3
+    ninf = y.dtype.type(-np.inf)
+    if sw == 2:
+        ph = np.empty((2, hp, wo + 1), dtype=y.dtype)  # the padded plane's even, odd columns
+        for c in range(c0, c1):
+            for n in range(y.shape[1]):
+                _pad_phases(x[n, c] if nchw else x[c, n], ph, pt, pl, ninf)
+                for i in range(ho):
+                    r0, r = i * sh - pt, i * sh
+                    _max3x3_row_s2(ph[0, r], ph[1, r], ph[0, r + 1], ph[1, r + 1], ph[0, r + 2], ph[1, r + 2],
+                                   y[c, n, i], arg[c, n, i], pl, 3 * (-r0 if r0 < 0 else 0))
+        return
+    buf = np.empty((hp, wo + 2), dtype=y.dtype)
+    for c in range(c0, c1):
+        for n in range(y.shape[1]):
+            _pad_plane(x[n, c] if nchw else x[c, n], buf, pt, pl, ninf)
+            for i in range(ho):
+                r0, r = i * sh - pt, i * sh
+                _max3x3_row_s1(buf[r], buf[r + 1], buf[r + 2], y[c, n, i], arg[c, n, i], pl,
+                               3 * (-r0 if r0 < 0 else 0))
+
+
+@numba.njit(nogil=True, cache=True)
+def _pad_plane(x, buf, pt, pl, fill):  # pragma: no cover - compiled
+    """buf = x placed at (pt, pl), ``fill`` around it; each element written once (rows
+    and columns of x that buf has no room for are cut)."""
+    h, w = x.shape[0], x.shape[1]
+    hp, wp = buf.shape[0], buf.shape[1]
+    cols = max(0, min(w, wp - pl))
+    for rr in range(hp):
+        d = buf[rr]
+        r = rr - pt
+        if r < 0 or r >= h:
+            for s in range(wp):
+                d[s] = fill
+            continue
+        src = x[r]
+        for s in range(min(pl, wp)):
+            d[s] = fill
+        for s in range(cols):
+            d[pl + s] = src[s]
+        for s in range(pl + cols, wp):
+            d[s] = fill
+
+
+@numba.njit(nogil=True, cache=True)
+def _pad_phases(x, ph, pt, pl, fill):  # pragma: no cover - compiled
+    """``ph[0, rr, t]``, ``ph[1, rr, t]``: columns 2t and 2t + 1 of x placed at (pt, pl)
+    with ``fill`` around it (x's rows and columns past ph's reach are cut)."""
+    h, w = x.shape[0], x.shape[1]
+    for rr in range(ph.shape[1]):
+        e, o = ph[0, rr], ph[1, rr]
+        r = rr - pt
+        if r < 0 or r >= h:
+            for t in range(ph.shape[2]):
+                e[t] = fill
+                o[t] = fill
+            continue
+        src = x[r]
+        for t in range(ph.shape[2]):
+            s = 2 * t - pl
+            e[t] = src[s] if 0 <= s < w else fill
+            o[t] = src[s + 1] if 0 <= s + 1 < w else fill
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _tap_max(v, m, a, k):  # pragma: no cover - compiled
+    """One step of the running max/argmax: v wins if strictly greater or NaN."""
+    t = (v > m) | (v != v)
+    return (v, k) if t else (m, a)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _max3x3_row_s1(a0, a1, a2, ym, am, pl, base):  # pragma: no cover - compiled
+    """One output row at stride 1 from the three padded rows it reads; ``base`` is 3 times
+    the first window row inside the input."""
+    ninf = ym.dtype.type(-np.inf)
+    for j in range(ym.shape[0]):
+        s0 = j - pl
+        m, a = ninf, base + (-s0 if s0 < 0 else 0)  # (the first pixel inside the input)
+        m, a = _tap_max(a0[j], m, a, 0)
+        m, a = _tap_max(a0[j + 1], m, a, 1)
+        m, a = _tap_max(a0[j + 2], m, a, 2)
+        m, a = _tap_max(a1[j], m, a, 3)
+        m, a = _tap_max(a1[j + 1], m, a, 4)
+        m, a = _tap_max(a1[j + 2], m, a, 5)
+        m, a = _tap_max(a2[j], m, a, 6)
+        m, a = _tap_max(a2[j + 1], m, a, 7)
+        m, a = _tap_max(a2[j + 2], m, a, 8)
+        ym[j] = m
+        am[j] = a
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _max3x3_row_s2(e0, o0, e1, o1, e2, o2, ym, am, pl, base):  # pragma: no cover - compiled
+    """One output row at column stride 2 from the even (e) and odd (o) columns of the
+    three padded rows it reads: window j's columns are e[j], o[j], e[j + 1]."""
+    ninf = ym.dtype.type(-np.inf)
+    for j in range(ym.shape[0]):
+        s0 = 2 * j - pl
+        m, a = ninf, base + (-s0 if s0 < 0 else 0)
+        m, a = _tap_max(e0[j], m, a, 0)
+        m, a = _tap_max(o0[j], m, a, 1)
+        m, a = _tap_max(e0[j + 1], m, a, 2)
+        m, a = _tap_max(e1[j], m, a, 3)
+        m, a = _tap_max(o1[j], m, a, 4)
+        m, a = _tap_max(e1[j + 1], m, a, 5)
+        m, a = _tap_max(e2[j], m, a, 6)
+        m, a = _tap_max(o2[j], m, a, 7)
+        m, a = _tap_max(e2[j + 1], m, a, 8)
+        ym[j] = m
+        am[j] = a
+
+
+@numba.njit(nogil=True, cache=True)
+def max_pool_arg_scatter(dy, nchw, arg, dx, kh, kw, sh, sw, pt, pl, dh, dw, c0, c1):  # pragma: no cover - compiled
+    """The backward of a max pool whose forward kept each window's argmax offset ``arg``
+    (C, N, Ho, Wo) (pool.py's ``_max_argmax`` or :func:`max_pool_3x3_argmax`): dx (C, N,
+    H, W) zeroed, then each ``dy``
+    added at the pixel its ``arg`` names (overlapping windows accumulate, output by output
+    in row-major order, as PyTorch's CPU kernel adds them; an offset outside the input,
+    from a window with no pixel inside it, adds nothing). dy is (N, C, Ho, Wo) with
+    ``nchw``, else (C, N, Ho, Wo)."""
+    for c in range(c0, c1):
+        for n in range(dx.shape[1]):
+            _scatter_plane(dy[n, c] if nchw else dy[c, n], arg[c, n], dx[c, n], kw, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter_plane(g, arg, d, kw, sh, sw, pt, pl, dh, dw):  # pragma: no cover - compiled
+    zero = d.dtype.type(0)
+    for r in range(d.shape[0]):
+        for s in range(d.shape[1]):
+            d[r, s] = zero
+    if kw == 3:  # a literal divisor: the offset's row and column without a division instruction
+        _scatter_adds(g, arg, d, 3, sh, sw, pt, pl, dh, dw)
+    else:
+        _scatter_adds(g, arg, d, kw, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _scatter_adds(g, arg, d, kw, sh, sw, pt, pl, dh, dw):  # pragma: no cover - compiled
+    h, w = d.shape[0], d.shape[1]
+    for i in range(arg.shape[0]):
+        gi, ai = g[i], arg[i]
+        for j in range(arg.shape[1]):
+            a = np.int64(ai[j])
+            r = i * sh - pt + (a // kw) * dh
+            s = j * sw - pl + (a % kw) * dw
+            if 0 <= r < h and 0 <= s < w:
+                d[r, s] += gi[j]
 
 
 @numba.njit(nogil=True, cache=True)

@@ -731,3 +731,63 @@ def test_max_pool_2x2_nan_inf_and_ties_same_both_ways_and_like_torch(layout):
     assert np.array_equal(out[True][0], out[False][0], equal_nan=True)
     assert np.array_equal(np.signbit(out[True][0]), np.signbit(out[False][0]))
     np.testing.assert_array_equal(out[True][1], out[False][1])
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("stride,padding,ceil", [(2, 1, False), (2, 0, False), (1, 1, False), ((2, 1), 1, False),
+                                                 ((1, 2), 0, True), (3, 1, True), (2, 0, True)])
+def test_max_pool_3x3_nan_inf_and_ties_same_both_ways_and_like_torch(layout, stride, padding, ceil):
+    """The compiled 3x3 max/argmax pass (``_jit.max_pool_3x3_argmax``) and the backward
+    that adds each dy at its stored argmax (``_jit.max_pool_arg_scatter``) against the
+    NumPy paths with the JIT off and against PyTorch: overlapping windows (gradients
+    accumulate), padding and ceil-mode overhang (never the maximum), NaN (two in one
+    window: the later wins), all -inf windows (the first pixel inside the input gets the
+    gradient), +-inf, many ties, odd sizes."""
+    rng = np.random.default_rng(44)
+    x = rng.integers(-2, 3, (2, 3, 11, 9)).astype(np.float64)
+    if layout == "transposed":
+        x = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)  # channel-major memory
+    x[0, 0, 0, 1] = np.nan
+    x[0, 1, 2, 2] = x[0, 1, 3, 3] = np.nan
+    x[1, 0, 0:4, 0:4] = -np.inf
+    x[1, 1, 5, 5], x[1, 1, 6, 6] = np.inf, -np.inf
+    xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+    yt = TF.max_pool2d(xt, 3, stride, padding, ceil_mode=ceil)
+    dy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.from_numpy(dy))
+    out = {}
+    for on in (True, False):
+        previous = runtime.set_jit(on)
+        try:
+            y, cache = max_pool2d_forward(x, 3, stride, padding, ceil_mode=ceil)
+            out[on] = (y, cache[0], max_pool2d_backward(dy, cache))
+        finally:
+            runtime.set_jit(previous)
+    if runtime.jit_kernels() is not None:
+        assert out[True][1] == "argmax"  # (the compiled pass ran)
+    for y, _, dx in out.values():
+        np.testing.assert_array_equal(y, yt.detach().numpy())
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(out[True][0], out[False][0], equal_nan=True)
+    np.testing.assert_allclose(out[True][2], out[False][2], rtol=1e-12, atol=1e-12)
+
+
+def test_argmax_scatter_drops_windows_with_no_pixel_inside():
+    """A dilated window that sees padding only (PyTorch refuses such shapes) has max -inf
+    and an argmax offset in the padding: the compiled scatter adds nothing for it (and
+    writes nowhere outside dx), as the NumPy route, whose padded gradient is cropped."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    rng = np.random.default_rng(45)
+    x = rng.standard_normal((1, 2, 2, 4))
+    y, cache = max_pool2d_forward(x, 2, 1, 1, dilation=3)  # every window reads rows -1 and 2 of 2 rows
+    assert cache[0] == "argmax" and y.shape == (1, 2, 1, 3) and np.isneginf(y).all()
+    dy = rng.standard_normal(y.shape)
+    dx = max_pool2d_backward(dy, cache)
+    previous = runtime.set_jit(False)
+    try:
+        ref = max_pool2d_backward(dy, cache)
+    finally:
+        runtime.set_jit(previous)
+    np.testing.assert_array_equal(dx, ref)
+    np.testing.assert_array_equal(dx, np.zeros_like(x))
