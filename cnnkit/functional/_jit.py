@@ -70,18 +70,19 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
     has_bias = b.shape[0] > 0
     k3 = (w.shape[1] == 3 and w.shape[2] == 3 and dh == 1 and dw == 1 and sh == sw and sh <= 2)
     if k3:
-        buf = xp if keep else np.empty((1, xp.shape[1], xp.shape[2], xp.shape[3]), dtype=xp.dtype)
+        buf = xp if keep else np.zeros((1, xp.shape[1], xp.shape[2], xp.shape[3]), dtype=xp.dtype)
         narrow = sh == 1 and K3_ROWS16_MIN_WIDTH <= y.shape[3] <= K3_ROWS16_MAX_WIDTH
         for c in range(c0, c1):
             d = c if keep else 0
-            _pad_channel(x, buf, c, d, pt, pl)
+            if keep:
+                _pad_channel(x, buf, c, d, pt, pl)
+            else:  # the one scratch plane: its border stays zero, each channel overwrites the rest
+                _copy_interior(x, buf, c, pt, pl)
             bv = b[c] if has_bias else y.dtype.type(0)
-            if narrow:
-                _forward_3x3_rows16(buf, d, w, y, c, has_bias, bv)
+            if narrow:  # (the ReLU applied as each value is stored)
+                _forward_3x3_rows16(buf, d, w, y, c, has_bias, bv, relu)
             else:
-                _forward_3x3(buf, d, w, y, c, sh, has_bias, bv)
-            if relu:
-                relu_channel(y, c)
+                _forward_3x3(buf, d, w, y, c, sh, has_bias, bv, relu)
         return
     if not keep:
         xp = np.empty((x.shape[0], xp.shape[1], xp.shape[2], xp.shape[3]), dtype=xp.dtype)
@@ -102,6 +103,20 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
             _forward_rows(xp[c:c + 1], w, y, sh, 1, dh, dw, c, has_bias, bv)
         if relu:
             relu_channel(y, c)
+
+
+@numba.njit(nogil=True, cache=True)
+def _copy_interior(x, buf, c, pt, pl):  # pragma: no cover - compiled
+    """buf[0, n, pt:pt+H, pl:pl+W] = x[c, n] (cut to buf's size): a zero-bordered scratch
+    plane refilled for channel c, its border untouched. Against zeroing and refilling it
+    whole (_pad_channel), MobileNet's 512 @14 at batch 1, one thread: 48 -> 25 us."""
+    nb, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    rows, cols = max(0, min(h, buf.shape[2] - pt)), max(0, min(wd, buf.shape[3] - pl))
+    for n in range(nb):
+        for a in range(rows):
+            src, dst = x[c, n, a], buf[0, n, pt + a, pl:]
+            for j in range(cols):
+                dst[j] = src[j]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -187,7 +202,7 @@ def _forward_flat(xp, w, y, dh, dw, c, scratch, has_bias, bv):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True)
-def _forward_3x3(xp, d, w, y, c, s, has_bias, bv):  # pragma: no cover - compiled
+def _forward_3x3(xp, d, w, y, c, s, has_bias, bv, relu=False):  # pragma: no cover - compiled
     """Channel c of a 3x3 depthwise conv: padded images xp[d] (N, Hp, Wp), filter w[c]
     (3, 3), stride s = 1 or 2 (both axes), no dilation, into y[c] (N, Ho, Wo). (The
     arrays whole and their indices: views made per channel cost 0.2 us each.) Each output row is
@@ -200,6 +215,7 @@ def _forward_3x3(xp, d, w, y, c, s, has_bias, bv):  # pragma: no cover - compile
     128 @56 batch 8 5.0-7.5 -> 2.4; stride 2, 512 @14 0.50 -> 0.11, 128 @56 batch 8
     3.4 -> 2.0; 512 @14 batch 8 (flat) 1.15-1.9 -> 1.1-1.5."""
     nb, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
     w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
     w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
     w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
@@ -220,6 +236,8 @@ def _forward_3x3(xp, d, w, y, c, s, has_bias, bv):  # pragma: no cover - compile
                     v += w22 * r2[j + 2]
                     if has_bias:
                         v += bv
+                    if relu:  # (relu()'s select: NaN kept)
+                        v = zero if v <= zero else v
                     out[j] = v
             else:
                 for j in range(wo):
@@ -234,6 +252,8 @@ def _forward_3x3(xp, d, w, y, c, s, has_bias, bv):  # pragma: no cover - compile
                     v += w22 * r2[2 * j + 2]
                     if has_bias:
                         v += bv
+                    if relu:  # (relu()'s select: NaN kept)
+                        v = zero if v <= zero else v
                     out[j] = v
 
 
@@ -241,7 +261,7 @@ _U = numba.uint64  # an unsigned index has no negative-index check (which stops 
 
 
 @numba.njit(nogil=True, cache=True)
-def _forward_3x3_rows16(xp, d, w, y, c, has_bias, bv):  # pragma: no cover - compiled
+def _forward_3x3_rows16(xp, d, w, y, c, has_bias, bv, relu=False):  # pragma: no cover - compiled
     """``_forward_3x3`` at stride 1 for outputs up to 16 wide: every output row is computed
     as 16 values in a loop of constant length (one 16-lane vector; LLVM leaves loops of a
     run-time 7 or 14 scalar), written straight into y (no scratch, no copying out). The values past the row's end
@@ -256,6 +276,7 @@ def _forward_3x3_rows16(xp, d, w, y, c, has_bias, bv):  # pragma: no cover - com
     69. At 8, 12, 16 and 20-32 wide _forward_3x3 was fastest (8 wide 361 / 543 / 636,
     16 wide 218 / 254 / 303), and the flat kernel lost at every width, so it is gone."""
     nb, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
     hp, wp = xp.shape[2], xp.shape[3]
     w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
     w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
@@ -271,12 +292,16 @@ def _forward_3x3_rows16(xp, d, w, y, c, has_bias, bv):  # pragma: no cover - com
                     v = _taps3x3(xf, k + _U(j), uw, w00, w01, w02, w10, w11, w12, w20, w21, w22)
                     if has_bias:
                         v += bv
+                    if relu:
+                        v = zero if v <= zero else v
                     yf[o + _U(j)] = v
             else:
                 for j in range(wo):
                     v = _taps3x3(xf, k + _U(j), uw, w00, w01, w02, w10, w11, w12, w20, w21, w22)
                     if has_bias:
                         v += bv
+                    if relu:
+                        v = zero if v <= zero else v
                     yf[o + _U(j)] = v
 
 

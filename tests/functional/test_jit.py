@@ -426,6 +426,24 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("h,wd,stride", [(14, 14, 1), (9, 9, 1), (20, 20, 1), (15, 15, 2)])
+def test_depthwise_fused_relu_turns_minus_zero_to_zero(h, wd, stride):
+    """The compiled 3x3 depthwise forward clamps each value as it stores it: a sum that
+    is -0.0 (a zero filter on negative inputs) becomes +0.0, as relu() makes it, on the
+    16-value rows (14 wide), the row kernel (9, 20 wide) and stride 2."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    rng = np.random.default_rng(h * 31 + stride)
+    x = -np.abs(rng.standard_normal((1, 3, h, wd))).astype(np.float32) - 0.5
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    w[1] = 0.0
+    plain = conv2d_forward(x, w, None, stride, 1, groups=3)[0]
+    assert np.signbit(plain[0, 1, 1:-1, 1:-1]).all() and (plain[0, 1] == 0).all()  # interior sums: -0.0
+    fused = conv2d_forward(x, w, None, stride, 1, groups=3, relu=True)[0]
+    np.testing.assert_array_equal(fused, np.maximum(plain, 0))
+    assert not np.signbit(fused).any()
+
+
 def _batch_inner(cfg):
     """True when the configuration's columns are batch-inner (the compiled col2im_batch_inner)."""
     x, w, b, _ = T.conv_arrays(cfg, np.float64)
