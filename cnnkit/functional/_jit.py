@@ -50,6 +50,7 @@ FLAT_MAX_WIDTH = 16  # widest output the flat (shift) forward takes; see above
 FLAT_BLOCK = 4096    # padded-grid positions per flat block (16 KiB of float32 scratch)
 PAD_ZERO_FIRST = 4096  # channels of up to this many padded elements are zeroed whole (_pad_channel)
 K3_ROWS16_MIN_WIDTH, K3_ROWS16_MAX_WIDTH = 13, 15  # the 3x3 stride-1 output widths _forward_3x3_rows16 takes
+K3_PHASES_MIN_WIDTH = 16  # narrowest 3x3 stride-2 output that the fused-ReLU forward computes from phases
 PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backward_3x3_s2)
 WINOGRAD_INPUT_FLAT_MIN = 128  # tiles of an image in a chunk from which winograd_input goes by columns
 
@@ -69,6 +70,13 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
     keep = xp.shape[0] > 0
     has_bias = b.shape[0] > 0
     k3 = (w.shape[1] == 3 and w.shape[2] == 3 and dh == 1 and dw == 1 and sh == sw and sh <= 2)
+    if k3 and sh == 2 and not keep and y.shape[3] >= K3_PHASES_MIN_WIDTH:  # unit-stride taps from a
+        # scratch plane kept as its even and odd columns
+        ph = np.zeros((2, xp.shape[1], xp.shape[2], y.shape[3] + 1), dtype=xp.dtype)
+        for c in range(c0, c1):
+            _copy_phases(x, ph, c, pt, pl)
+            _forward_3x3_s2_phases(ph, w, y, c, has_bias, b[c] if has_bias else y.dtype.type(0), relu)
+        return
     if k3:
         buf = xp if keep else np.zeros((1, xp.shape[1], xp.shape[2], xp.shape[3]), dtype=xp.dtype)
         narrow = sh == 1 and K3_ROWS16_MIN_WIDTH <= y.shape[3] <= K3_ROWS16_MAX_WIDTH
@@ -103,6 +111,82 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
             _forward_rows(xp[c:c + 1], w, y, sh, 1, dh, dw, c, has_bias, bv)
         if relu:
             relu_channel(y, c)
+
+
+@numba.njit(nogil=True, cache=True)
+def _copy_phases(x, ph, c, pt, pl):  # pragma: no cover - compiled
+    """Channel c of x placed at (pt, pl) of a zero-bordered padded plane kept as its even
+    and odd columns: ``ph[0, n, pt + a, t]`` = column 2t, ``ph[1, n, pt + a, t]`` = column
+    2t + 1 of the padded row (positions outside x are not written: they stay zero)."""
+    nb, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    rows, wq = max(0, min(h, ph.shape[2] - pt)), ph.shape[3]
+    t0 = (pl + 1) // 2  # the first even column inside x
+    te = max(t0, min(wq, (wd - 1 + pl) // 2 + 1))  # past the last even column inside x
+    u0 = pl // 2  # the first odd column inside x (padded column 2u + 1 >= pl)
+    to = max(u0, min(wq, (wd - 2 + pl) // 2 + 1))
+    ta, tb = max(t0, u0), max(max(t0, u0), min(te, to))  # both columns inside x
+    tb8 = ta + (tb - ta) // 8 * 8
+    for n in range(nb):
+        for a in range(rows):
+            src, e, o = x[c, n, a], ph[0, n, pt + a], ph[1, n, pt + a]
+            for t8 in range(ta, tb8, 8):  # blocks of 8 (a constant trip count, unsigned indices:
+                q, u = _U(2 * t8 - pl), _U(t8)  # wide loads and shuffles; plain loops stayed scalar)
+                for k in range(8):
+                    e[u + _U(k)] = src[q + _U(2 * k)]
+            for t8 in range(ta, tb8, 8):
+                q, u = _U(2 * t8 + 1 - pl), _U(t8)
+                for k in range(8):
+                    o[u + _U(k)] = src[q + _U(2 * k)]
+            for t in range(tb8, tb):
+                e[t] = src[2 * t - pl]
+                o[t] = src[2 * t + 1 - pl]
+            for t in range(t0, ta):
+                e[t] = src[2 * t - pl]
+            for t in range(tb, te):
+                e[t] = src[2 * t - pl]
+            for t in range(u0, ta):
+                o[t] = src[2 * t + 1 - pl]
+            for t in range(tb, to):
+                o[t] = src[2 * t + 1 - pl]
+
+
+@numba.njit(nogil=True, cache=True)
+def _forward_3x3_s2_phases(ph, w, y, c, has_bias, bv, relu):  # pragma: no cover - compiled
+    """``_forward_3x3`` at stride 2 from the even/odd columns of the padded plane
+    (_copy_phases): window j reads e[j], o[j], e[j + 1] of its three rows, so every load
+    is unit-stride. The same products summed in the same order (the same bits).
+
+    MobileNet v1's stride-2 depthwise convs at batch 1, one thread, the whole kernel
+    (copy + taps), us: 64 @112 329 -> 249, 128 @56 203 -> 160, 256 @28 156 -> 129; but
+    512 @14 (7 wide) 120 -> 133, hence ``K3_PHASES_MIN_WIDTH``. Of the 249: the taps 46
+    (176 with stride-2 loads from the plain padded plane), the de-interleaving copy 148
+    (a plain copy 53; blocks of 8 with unsigned indices did not make it vectorize)."""
+    nb, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
+    w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
+    w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
+    w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
+    for n in range(nb):
+        for i in range(ho):
+            out = y[c, n, i]
+            e0, o0 = ph[0, n, 2 * i], ph[1, n, 2 * i]
+            e1, o1 = ph[0, n, 2 * i + 1], ph[1, n, 2 * i + 1]
+            e2, o2 = ph[0, n, 2 * i + 2], ph[1, n, 2 * i + 2]
+            for j in range(wo):
+                v = w00 * e0[j]
+                v += w01 * o0[j]
+                v += w02 * e0[j + 1]
+                v += w10 * e1[j]
+                v += w11 * o1[j]
+                v += w12 * e1[j + 1]
+                v += w20 * e2[j]
+                v += w21 * o2[j]
+                v += w22 * e2[j + 1]
+                if has_bias:
+                    v += bv
+                if relu:
+                    v = zero if v <= zero else v
+                out[j] = v
 
 
 @numba.njit(nogil=True, cache=True)

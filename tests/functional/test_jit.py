@@ -393,6 +393,9 @@ DW_FUSED_SHAPES = [  # (N, C, H, W, kernel, stride, padding): the fused-ReLU (no
     (3, 2, 13, 15, 3, 1, 1),    # 15 wide: 16-value rows, the last ones in a plain loop
     (1, 4, 40, 33, 3, 1, 1),    # 33 wide: the row kernel
     (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut)
+    (2, 3, 33, 37, 3, 2, 1),    # 3x3 s2, outputs 16+ wide: even/odd column phases, blocks of 8
+    (1, 3, 34, 40, 3, 2, 0),    # the same without padding
+    (1, 2, 36, 35, 3, 2, (1, 2)),  # and with 2 columns of padding (one phase starts later)
     (1, 3, 12, 12, 3, 1, (0, 2)),  # 3x3 with padding on one axis only
     (2, 3, 11, 13, 5, 1, 2),    # 5x5: the general kernels, in a buffer of their own
     (2, 3, 11, 13, 3, 2, 0),    # no padding, stride 2
@@ -426,11 +429,12 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("h,wd,stride", [(14, 14, 1), (9, 9, 1), (20, 20, 1), (15, 15, 2)])
+@pytest.mark.parametrize("h,wd,stride", [(14, 14, 1), (9, 9, 1), (20, 20, 1), (15, 15, 2), (40, 37, 2)])
 def test_depthwise_fused_relu_turns_minus_zero_to_zero(h, wd, stride):
     """The compiled 3x3 depthwise forward clamps each value as it stores it: a sum that
     is -0.0 (a zero filter on negative inputs) becomes +0.0, as relu() makes it, on the
-    16-value rows (14 wide), the row kernel (9, 20 wide) and stride 2."""
+    16-value rows (14 wide), the row kernel (9, 20 wide) and stride 2 (8 wide: the row
+    kernel; 20 wide: from column phases)."""
     if runtime.jit_kernels() is None:
         pytest.skip("Numba is not installed")
     rng = np.random.default_rng(h * 31 + stride)
