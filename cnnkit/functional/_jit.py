@@ -885,6 +885,25 @@ def bias_relu(out, b, relu):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def bias_add_relu(out, b, r, relu):  # pragma: no cover - compiled
+    """``bias_relu`` with a residual: ``out[g, f, :] += b[g, f, 0]`` (if any), then
+    ``+= r[g, f, :]``, then ``max(., 0)`` if ``relu`` (NaN kept): a conv's output and
+    an Add after it (conv2d_forward's ``residual``) in one pass, with the Add's bits."""
+    has_bias = b.shape[0] > 0
+    zero = out.dtype.type(0)
+    for g in range(out.shape[0]):
+        for f in range(out.shape[1]):
+            row, rr = out[g, f], r[g, f]
+            bv = b[g, f, 0] if has_bias else zero
+            for t in range(row.shape[0]):
+                v = row[t] + bv if has_bias else row[t]
+                v += rr[t]
+                if relu:
+                    v = zero if v <= zero else v
+                row[t] = v
+
+
+@numba.njit(nogil=True, cache=True)
 def relu_channel(y, c):  # pragma: no cover - compiled
     """``y[c] = max(y[c], 0)`` in place for a (C, N, H, W) C-contiguous y (NaN kept)."""
     flat = y.reshape(y.shape[0], y.shape[1] * y.shape[2] * y.shape[3])[c]

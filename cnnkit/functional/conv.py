@@ -49,6 +49,7 @@ import numpy as np
 from .._errors import value_error
 from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_ranges, split_range, workers_again
 from . import winograd
+from .activation import add
 from ._check import check_array, check_same_dtype, memo, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -56,7 +57,7 @@ from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1, flip: bool = False, *,
-                   relu: bool = False, where: str = "conv2d"):
+                   relu: bool = False, residual: np.ndarray | None = None, where: str = "conv2d"):
     """Forward pass of a 2-D convolution. Returns ``(y, cache)``.
 
     Args:
@@ -71,6 +72,13 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         relu: apply ``max(y, 0)`` to the output while each part of it is in cache
             (inference: ``cnnkit.nn.fuse_for_inference``). The cache then serves no
             backward: :func:`conv2d_backward` refuses it.
+        residual: an array added to the output before the ReLU, ``y = conv + residual``
+            with ``Add``'s result (a residual join folded into the conv for inference,
+            ``cnnkit.nn.fuse_for_inference``; no backward either). Of the output's shape
+            and dtype, the im2col and 1x1 convs add it in the GEMM epilogue, while each
+            part of the output is in cache: ResNet-50's 1x1 64->256 at 56x56, batch 1,
+            conv then add 0.67 ms, fused 0.33 (the GEMM alone 0.25). Otherwise (other
+            kernels, broadcasting, another dtype) it is added after the conv.
 
     Shape:
         ``H_out = floor((H + P_top + P_bottom - dilation*(kH - 1) - 1)/stride + 1)``,
@@ -88,6 +96,12 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     jit = jit_kernels() if depthwise else None
     direct = _direct(geo, depthwise)
     wino = _winograd(geo)
+    inference = relu or residual is not None  # no backward: nothing kept for one
+    in_epilogue = (residual is not None and wino is None and direct is None and not depthwise
+                   and (geo.mode == "pointwise" or (geo.mode == "strided" and not geo.batch_inner))
+                   and residual.shape == (n, f) + tuple(out_hw) and residual.dtype == x.dtype)
+    relu_after = relu and residual is not None and not in_epilogue  # after the residual's add
+    relu = relu and not relu_after
     if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
         with workers_again():  # (batch-1 inference: its tile rows on the workers all the same)
             y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino)
@@ -102,7 +116,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         kept = None
     elif jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
         # (C, N, Hp, Wp), for the backward; with a fused ReLU (no backward) none is kept
-        xp = np.empty((0 if relu else c, n) + tuple(geo.padded_hw), dtype=x.dtype)
+        xp = np.empty((0 if inference else c, n) + tuple(geo.padded_hw), dtype=x.dtype)
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else _unused(1, x.dtype)
@@ -131,30 +145,36 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # small convs: chunk -> columns, for the backward (a fused ReLU has none: without this
         # check a batch-1 forward copied its columns into fresh memory, ResNet-50's 7x7 stem
         # 1.88 -> 1.19 ms, its 3x3 s2 128->128 1.29 -> 0.86)
-        keep = not relu and geo.keeps_columns(x.dtype.itemsize)
-        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b, relu)
+        keep = not inference and geo.keeps_columns(x.dtype.itemsize)
+        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b, relu, residual if in_epilogue else None)
     if b is not None and depthwise and jit is None:
         y += b[:, None, None, None]
     if relu and depthwise and jit is None:
         np.maximum(y, 0, out=y)
-    if relu:  # nothing for a backward to use
+    if residual is not None and not in_epilogue:  # Add's semantics, then the ReLU
+        return add(as_nchw(y), residual, relu=relu_after), None
+    if inference:  # nothing for a backward to use
         return as_nchw(y), None
     cache = (geo, cache_x, None if depthwise else kept, w_mat, groups, flip, b is not None, depthwise)
     return as_nchw(y), cache
 
 
 def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: bool,
-                     b: np.ndarray | None = None, relu: bool = False):
-    """im2col + GEMM (+ bias, and ReLU if asked, while the chunk's result is in cache), chunk by chunk on the
-    worker threads: ``(y, source, kept)`` with y as channel-major (F, N, Ho, Wo) memory,
-    ``source`` the padded input the columns were read from, and ``kept`` the chunks'
-    columns (a dict) when ``keep``, else None."""
+                     b: np.ndarray | None = None, relu: bool = False, residual: np.ndarray | None = None):
+    """im2col + GEMM (+ bias, + residual (N, F, Ho, Wo), and ReLU if asked, while the chunk's
+    result is in cache; a residual only in modes whose results go straight into y), chunk
+    by chunk on the worker threads: ``(y, source, kept)`` with y as channel-major (F, N,
+    Ho, Wo) memory, ``source`` the padded input the columns were read from, and ``kept``
+    the chunks' columns (a dict) when ``keep``, else None."""
     n, f = x.shape[0], geo.w_shape[0]
     cache_x = geo.source(x)  # padded (C, N, Hp, Wp), or (C, N*H*W) for pointwise
     y = np.empty((f, n) + geo.out_hw, dtype=x.dtype)
     kept = {} if keep else None
-    bias = None if b is None else b.reshape(w_mat.shape[0], w_mat.shape[1], 1)  # (G, Fg, 1)
-    jit = jit_kernels() if relu or b is not None else None
+    g_, fg_ = w_mat.shape[:2]
+    bias = None if b is None else b.reshape(g_, fg_, 1)  # (G, Fg, 1)
+    # (G, Fg, N*Ho*Wo), like y's columns (a copy only if the residual is not channel-major)
+    r_cols = None if residual is None else np.reshape(residual.transpose(1, 0, 2, 3), (g_, fg_, -1))
+    jit = jit_kernels() if relu or b is not None or residual is not None else None
 
     def forward_chunks(chunks):  # each worker thread: its own buffers, its own images
         buf, res = geo.buffers(x.dtype)
@@ -163,11 +183,16 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
             if kept is not None:
                 kept[ch] = cols
             out = _matmul(w_mat, cols, geo.result_view(y, ch, res))  # (G, Fg, m)
-            if jit is not None:  # bias and ReLU in one compiled pass
+            if jit is not None and r_cols is not None:  # bias, residual and ReLU in one compiled pass
+                jit.bias_add_relu(out, bias if bias is not None else _unused(3, x.dtype), r_cols[:, :, ch[2]:ch[3]],
+                                  relu)
+            elif jit is not None:  # bias and ReLU in one compiled pass
                 jit.bias_relu(out, bias if bias is not None else _unused(3, x.dtype), relu)
             else:
                 if bias is not None:
                     out += bias
+                if r_cols is not None:
+                    out += r_cols[:, :, ch[2]:ch[3]]
                 if relu:
                     np.maximum(out, 0, out=out)
             geo.store(y, ch, res)  # shift mode: keep the valid grid positions

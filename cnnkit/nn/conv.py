@@ -60,6 +60,9 @@ class Conv2d(Layer):
         # Set by cnnkit.nn.fuse_for_inference when a ReLU followed: max(y, 0) applied while
         # the output is in cache; such a layer is for inference (its backward refuses).
         self.fused_relu = False
+        # Set by cnnkit.nn.fuse_for_inference where an Add read this conv's output alone: the
+        # conv then takes the Add's other input as a second one and adds it (before the ReLU).
+        self.fused_add = False
         fan_in = (in_channels // groups) * self.kernel_size[0] * self.kernel_size[1]
         shape = (out_channels, in_channels // groups) + self.kernel_size
         self.weight = Parameter(uniform_fan_in(shape, fan_in, rng, dtype))
@@ -68,18 +71,24 @@ class Conv2d(Layer):
         else:
             self.register_parameter("bias", None)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        if (residual is not None) != self.fused_add:
+            raise value_error(self.label(), "a second input (the residual added to the output) is taken "
+                              "exactly when fused_add is set (cnnkit.nn.fuse_for_inference)",
+                              fused_add=self.fused_add, residual=None if residual is None else np.shape(residual))
         b = self.bias.data if self.bias is not None else None
         y, self._cache = conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
                                         self.dilation, self.groups, self.flip, relu=self.fused_relu,
-                                        where=self.label())
+                                        residual=residual, where=self.label())
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self.fused_relu:
-            raise value_error(self.label(), "this conv has a ReLU fused into it for inference "
+        if self.fused_relu or self.fused_add:
+            what = "a ReLU" if not self.fused_add else "a residual Add" + (" and a ReLU" if self.fused_relu else "")
+            raise value_error(self.label(), f"this conv has {what} fused into it for inference "
                               "(cnnkit.nn.fuse_for_inference / onnx.load(optimize=True)) and has no "
-                              "backward; train the unfused model", fused_relu=True)
+                              "backward; train the unfused model", fused_relu=self.fused_relu,
+                              fused_add=self.fused_add)
         dx, dw, db = conv2d_backward(dy, self._take_cache(), need_dx=self.needs_input_grad,
                                      need_dw=self.weight.requires_grad)
         if dw is not None:
@@ -101,6 +110,8 @@ class Conv2d(Layer):
             s += ", bias=False"
         if self.flip:
             s += ", flip=True"
+        if self.fused_add:
+            s += ", fused_add=True"
         if self.fused_relu:
             s += ", fused_relu=True"
         return s

@@ -19,6 +19,13 @@
   becomes an ``Identity``. One pass instead of two: (1, 256, 56, 56) 0.39 -> 0.25 ms at
   batch 1; the whole ResNet-50 at batch 1 (16 such joins, in-process A/B) did not change
   measurably (136.8 vs 137.3 ms), its joins' time being mostly the inputs' cache misses.
+- **Residual Adds fused into the convolution before them**: in a Graph, an ``Add`` of
+  two inputs one of which is a ``Conv2d`` output that nothing else reads (after the
+  folds above: ResNet's ``bn3`` or ``bn2`` conv) becomes part of that conv, which takes
+  the Add's other input as a second one and adds it in its GEMM epilogue, with the Add's
+  ReLU (``Conv2d.fused_add``; the conv's node moves to the Add's place, the Add goes).
+  One pass over the output instead of two, while it is in cache: the ResNet-50 ONNX
+  import at batch 1 (16 joins), in-process A/B, 34.5 -> 31.9 ms (0.93), the same bits.
 - **ReLU6 in place** (``inplace=True``) in the same position: the conv keeps no
   reference to its output, so overwriting it loses nothing.
 - **Constant scales and shifts folded into the conv or linear layer before them** (ONNX
@@ -293,6 +300,35 @@ def _drop_identities(graph: Graph) -> int:
     return removed
 
 
+def _fuse_residual_adds(graph: Graph) -> int:
+    """Fold each two-input ``Add`` with a ``Conv2d`` input that nothing else reads (and that
+    is no output) into that conv (``fused_add``; the Add's ``fused_relu`` moves along): the
+    conv's node moves to just before the Add, reading its own input and the Add's other
+    one, and the Add becomes an Identity of it. Moving the conv later is safe: its own
+    input comes before its old place, and its one reader is the Add. Returns how many."""
+    readers, children, fused = _readers(graph), graph._children, 0
+    for name, inputs in list(graph.nodes):
+        add = children[name]
+        if type(add) is not Add or len(inputs) != 2 or inputs[0] == inputs[1]:
+            continue
+        for k in (0, 1):
+            src, other = inputs[k], inputs[1 - k]
+            conv = children.get(src)
+            if (type(conv) is Conv2d and readers.get(src) == 1 and not conv.training
+                    and not conv.fused_relu and not conv.fused_add):
+                break
+        else:
+            continue
+        at = [n for n, _ in graph.nodes].index(src)
+        conv_inputs = graph.nodes.pop(at)[1]
+        at = [n for n, _ in graph.nodes].index(name)
+        graph.nodes[at:at + 1] = [(src, tuple(conv_inputs) + (other,)), (name, (src,))]
+        conv.fused_add, conv.fused_relu = True, add.fused_relu
+        children[name] = Identity().train(False)
+        fused += 1
+    return fused
+
+
 def _foldable(bn, conv) -> bool:
     return (isinstance(bn, BatchNorm2d) and isinstance(conv, Conv2d) and not bn.training
             and bn._buffers.get("running_mean") is not None)
@@ -306,13 +342,14 @@ def _flatten_types() -> tuple:
 
 def fuse_for_inference(model: Layer) -> dict:
     """Fold BatchNorms, constant scales/shifts and zero padding into convolutions, fuse
-    ReLUs into them and into residual Adds, run ReLU6s in place and drop a Graph's Identity
-    nodes (see the module docstring). Returns how many of each: ``{"batchnorm_folded": ..,
-    "relu_fused": .., "add_relu_fused": .., "relu_in_place": .., "constant_folded": ..,
+    ReLUs into them and into residual Adds, and those Adds into convolutions, run ReLU6s in
+    place and drop a Graph's Identity nodes (see the module docstring). Returns how many of
+    each: ``{"batchnorm_folded": .., "relu_fused": .., "add_relu_fused": .., "add_fused":
+    .., "relu_in_place": .., "constant_folded": ..,
     "scale_moved": .., "constants_merged": .., "pad_folded": .., "identity_removed": ..}``
     (``constant_folded`` counts the scales and shifts folded into the layer before them
     and the scales folded into the one after)."""
-    counts = {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "relu_in_place": 0,
+    counts = {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0,
               "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0,
               "identity_removed": 0}
     _fuse(model, counts)
@@ -325,6 +362,8 @@ def _fuse(layer: Layer, counts: dict) -> None:
         counts["constants_merged"] += _merge_constant_chains(layer)
         _fuse_steps(layer, _graph_steps(layer), counts)
         counts["identity_removed"] += _drop_identities(layer)
+        counts["add_fused"] += _fuse_residual_adds(layer)
+        _drop_identities(layer)  # (the fused Adds: not counted again)
     elif isinstance(layer, Sequential):
         names = [n for n, _ in layer.named_children()]
         _fuse_steps(layer, list(zip(names, [None] + names[:-1])), counts)  # each reads the one before

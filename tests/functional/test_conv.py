@@ -407,9 +407,9 @@ def test_fused_relu_forward_keeps_no_columns(monkeypatch):
     calls = []
     real = conv._forward_columns
 
-    def spy(x, geo, w_mat, keep, b=None, relu=False):
+    def spy(x, geo, w_mat, keep, *rest):
         calls.append(keep)
-        return real(x, geo, w_mat, keep, b, relu)
+        return real(x, geo, w_mat, keep, *rest)
     monkeypatch.setattr(conv, "_forward_columns", spy)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 3, 20, 20)).astype(np.float32)
@@ -419,6 +419,54 @@ def test_fused_relu_forward_keeps_no_columns(monkeypatch):
     y_fused, none = conv2d_forward(x, w, b, 2, 3, relu=True)
     assert calls == [True, False] and cache[2] and none is None
     np.testing.assert_array_equal(y_fused, np.maximum(y_plain, 0))
+
+
+RESIDUAL_CASES = [  # (N, C, F, H, kernel, stride, padding, groups): every kind of forward
+    (1, 16, 32, 12, 1, 1, 0, 1),     # pointwise, one image: in the epilogue
+    (3, 16, 32, 12, 1, 1, 0, 1),     # pointwise, NCHW residual of 3 images (copied to columns)
+    (2, 8, 12, 11, 3, 2, 1, 1),      # strided im2col: in the epilogue
+    (1, 8, 12, 9, 1, 2, 0, 1),       # 1x1 stride 2 (strided mode)
+    (2, 8, 12, 10, 3, 1, 1, 1),      # shift mode: added after the conv
+    (2, 32, 32, 16, 3, 1, 1, 1),     # Winograd
+    (2, 6, 6, 10, 3, 1, 1, 6),       # depthwise
+    (2, 1, 6, 12, 5, 1, 2, 1),       # direct (K <= 32)
+    (2, 8, 16, 9, 3, 2, 1, 2),       # grouped, strided
+]
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "numpy"])
+@pytest.mark.parametrize("case", RESIDUAL_CASES)
+def test_forward_with_residual_same_bits_as_conv_then_add(case, jit):
+    """conv2d_forward(..., residual=r[, relu=True]) equals the conv followed by
+    functional.add(y, r[, relu=True]) to the bit, for every kind of forward (in the GEMM
+    epilogue where the results go straight into y, after the conv elsewhere), with NaN and
+    -0.0 in the residual; it keeps nothing for a backward. A residual that broadcasts or
+    has another dtype gets NumPy's Add semantics."""
+    from cnnkit import runtime
+    from cnnkit.functional.activation import add
+    n, c, f, h, k, s, p, g = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c // g, k, k)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    previous = runtime.set_jit(jit)
+    try:
+        y = conv2d_forward(x, w, b, s, p, groups=g)[0]
+        r = rng.standard_normal(y.shape).astype(np.float32)
+        r[0, 0, 0, 0], r[-1, -1, -1, -1] = np.nan, -0.0
+        for relu in (False, True):
+            got, cache = conv2d_forward(x, w, b, s, p, groups=g, relu=relu, residual=r)
+            expect = add(y, r, relu=relu)
+            assert cache is None and got.shape == expect.shape
+            np.testing.assert_array_equal(got, expect)
+        wide = rng.standard_normal((1, f, 1, 1)).astype(np.float32)  # broadcasts over images and pixels
+        np.testing.assert_array_equal(conv2d_forward(x, w, b, s, p, groups=g, residual=wide)[0], y + wide)
+        r64 = r.astype(np.float64)
+        got = conv2d_forward(x, w, b, s, p, groups=g, residual=r64)[0]
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, y + r64)
+    finally:
+        runtime.set_jit(previous)
 
 
 def test_serial_choice(monkeypatch):

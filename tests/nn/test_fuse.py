@@ -43,7 +43,7 @@ def test_sequential_conv_bn_relu_folds_and_matches_torch():
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     before = plain(x)
     counts = nn.fuse_for_inference(model)
-    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "add_relu_fused": 0, "relu_in_place": 1, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 1, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in model.modules())
     assert [model[i].fused_relu for i in (0, 3, 6)] == [True, False, True] and model[5].inplace
     assert "fused_relu=True" in repr(model[0])
@@ -68,9 +68,9 @@ def test_nothing_folded_where_it_would_change_the_result():
     seq = nn.Sequential(nn.Conv2d(2, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU())
     seq.train()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
     seq.eval()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "add_relu_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
     assert isinstance(seq[4], nn.BatchNorm2d) and not seq[5].inplace and seq[0].fused_relu
     # a conv output that two nodes read (the BN and an Add) keeps its BN and its value;
     # the Add reads two nodes, nothing is an Identity: no node goes
@@ -82,7 +82,7 @@ def test_nothing_folded_where_it_would_change_the_result():
     g.eval()
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     before = g(x).copy()
-    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
     np.testing.assert_array_equal(g(x), before)
 
 
@@ -327,9 +327,10 @@ def test_lenet5_import_optimized_drops_its_pad_and_scales_and_matches_onnxruntim
     np.testing.assert_allclose(fused(x[:1]), ref[:1], rtol=0, atol=1e-5 * scale)  # the batch-1 path
 
 
-def test_relu_after_a_residual_add_fuses_into_it(tmp_path):
-    """ResNet-18's blocks end in relu(F(x) + x): each such ReLU goes into its Add (same
-    output as the unfused model's, up to the BatchNorm folds' rounding), the Add refuses a
+def test_relu_after_a_residual_add_fuses_into_it_and_the_add_into_a_conv(tmp_path):
+    """ResNet-18's blocks end in relu(F(x) + x): each such ReLU goes into its Add, and each
+    Add (with its ReLU) into the conv before it, whose output it alone read (same output
+    as the unfused model's, up to the BatchNorm folds' rounding); the conv refuses a
     backward, and the export writes the Add and the Relu again (ONNX Runtime agrees)."""
     ort = pytest.importorskip("onnxruntime")
     from cnnkit import onnx as cnnkit_onnx
@@ -338,23 +339,60 @@ def test_relu_after_a_residual_add_fuses_into_it(tmp_path):
     plain = _copy(model, make).eval()
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
     before = plain(x)
+    assert sum(isinstance(m, nn.Add) for m in plain.modules()) == 8
     counts = nn.fuse_for_inference(model)
-    adds = [m for m in model.modules() if isinstance(m, nn.Add)]
-    assert counts["add_relu_fused"] == len(adds) == 8 and all(a.fused_relu for a in adds)
-    assert not any(type(m) is nn.ReLU for m in model.modules())
-    assert "fused_relu=True" in repr(adds[0])
+    assert counts["add_relu_fused"] == counts["add_fused"] == 8
+    assert not any(isinstance(m, (nn.Add, nn.ReLU)) for m in model.modules())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.fused_add]
+    assert len(convs) == 8 and all(c.fused_relu for c in convs)
+    assert "fused_add=True, fused_relu=True" in repr(convs[0])
     after = model(x)
     scale = max(1.0, float(np.abs(before).max()))
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * scale)
-    with pytest.raises(ValueError, match="fused"):
-        adds[0].backward(np.ones((2, 64, 8, 8), np.float32))
+    np.testing.assert_allclose(model(x[:1]), before[:1], rtol=0, atol=1e-5 * scale)  # the batch-1 path
+    with pytest.raises(ValueError, match="residual Add and a ReLU fused"):
+        convs[0].backward(np.ones((2, 64, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="second input"):
+        convs[0](np.ones((1, convs[0].in_channels, 8, 8), np.float32))
     path = str(tmp_path / "fused.onnx")
     cnnkit_onnx.export(model, path, (1, 3, 32, 32))
     import onnx
     ops = [n.op_type for n in onnx.load(path).graph.node]
-    assert ops.count("Add") == 8 and all(ops[i + 1] == "Relu" for i, op in enumerate(ops) if op == "Add")
+    assert ops.count("Add") == 8 and all(ops[i + 1] == "Relu" and ops[i - 1] == "Conv"
+                                         for i, op in enumerate(ops) if op == "Add")
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], after, rtol=0, atol=1e-5 * scale)
+
+
+def test_residual_add_fused_into_a_conv_same_bits_as_conv_then_add():
+    """A Graph's conv -> Add(conv, shortcut) -> ReLU: after the fusion the conv adds the
+    shortcut in its epilogue, with the Add's bits, for 1x1 convs (the epilogue) and 3x3
+    ones (the add after the conv); an Add whose conv input is read elsewhere too, or is
+    the graph's output, stays."""
+    rng = np.random.default_rng(7)
+    for k, stride in ((1, 1), (3, 1), (1, 2), (3, 2)):
+        def make():
+            g = nn.Graph()
+            g.add("stem", nn.Conv2d(4, 8, 3, padding=1, rng=np.random.default_rng(1)))
+            g.add("conv", nn.Conv2d(8, 8, k, stride=stride, padding=k // 2, rng=np.random.default_rng(2)))
+            g.add("short", nn.Conv2d(8, 8, 1, stride=stride, rng=np.random.default_rng(3)), inputs="stem")
+            g.add("add", nn.Add(), inputs=["short", "conv"])
+            g.add("relu", nn.ReLU())
+            return g.eval()
+        plain, fused = make(), make()
+        counts = nn.fuse_for_inference(fused)
+        assert counts["add_fused"] == 1 and counts["add_relu_fused"] == 1
+        # "short" moved to the Add's place; the output node "relu" stays, an Identity
+        assert [n for n, _ in fused.nodes] == ["stem", "conv", "short", "relu"]
+        assert fused.nodes[2][1] == ("stem", "conv") and fused.short.fused_add and fused.short.fused_relu
+        for n in (1, 3):
+            x = rng.standard_normal((n, 4, 9, 9)).astype(np.float32)
+            np.testing.assert_array_equal(fused(x), plain(x))
+    g = nn.Graph()
+    g.add("conv", nn.Conv2d(3, 3, 1))
+    g.add("add", nn.Add(), inputs=["conv", "input"])
+    g.add("twice", nn.Add(), inputs=["add", "conv"])  # conv read twice: nothing fused
+    assert nn.fuse_for_inference(g.eval())["add_fused"] == 0
 
 
 def test_add_with_a_fused_relu_on_one_or_three_inputs_leaves_its_inputs_alone():

@@ -28,8 +28,9 @@ def load(path, *, trace_batch: int = 1, optimize: bool = False):
     """Read an ONNX model into a :class:`cnnkit.nn.Graph` (see :mod:`._import`).
 
     ``optimize=True`` makes it an inference-only model, as ONNX Runtime's default graph
-    optimizations do: BatchNorms folded into the convolutions before them and ReLUs run
-    in place (:func:`cnnkit.nn.fuse_for_inference`). Leave it False to fine-tune."""
+    optimizations do: BatchNorms folded into the convolutions before them, ReLUs and
+    residual Adds fused into them (:func:`cnnkit.nn.fuse_for_inference`). Leave it False
+    to fine-tune."""
     from ._import import load as _load
     model = _load(path, trace_batch=trace_batch)
     if optimize:

@@ -202,6 +202,8 @@ def _conv(b, layer, names, xs, y):
         ins.append(b.const(layer.bias.data, "bias"))
     out = b.node("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
                  dilations=list(layer.dilation), pads=_onnx_pads(pads), group=layer.groups)
+    if layer.fused_add:  # fuse_for_inference's residual Add: the second input
+        out = b.node("Add", [out, names[1]])
     return b.node("Relu", [out]) if layer.fused_relu else out  # fuse_for_inference's ReLU
 
 
