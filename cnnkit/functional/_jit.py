@@ -755,12 +755,17 @@ def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_
 # and two per channel row, the statistics in float64 (reassociated, so they vectorize).
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1):  # pragma: no cover
+def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1, mask):  # pragma: no cover
     """Rows c0..c1-1 of X (C, M): mean and biased variance in float64 (two passes), then
     ``xhat = (x - mean) * inv_std`` and ``y = xhat * weight + bias`` in X's dtype, the
     same operations as the NumPy path. weight/bias: (C,) or empty for none; y may be
-    xhat itself when both are empty."""
+    xhat itself when both are empty. A mask of X's shape (booleans, not empty) asks for a
+    ReLU after it: ``y = max(., 0)`` (relu()'s select) and ``mask = . > 0``, as
+    relu_and_mask writes them (then y is not xhat)."""
     m = X.shape[1]
+    if mask.shape[0] > 0:
+        _batch_norm_forward_relu(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1, mask)
+        return
     affine = weight.shape[0] > 0 or bias.shape[0] > 0
     for c in range(c0, c1):
         row = X[c]
@@ -794,12 +799,67 @@ def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0
                     out[t] = xh[t] + b
 
 
+@numba.njit(nogil=True, cache=True)
+def _batch_norm_forward_relu(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1,
+                             mask):  # pragma: no cover
+    """batch_norm_forward followed by a ReLU, in the same pass as the affine map."""
+    m = X.shape[1]
+    zero = X.dtype.type(0)
+    for c in range(c0, c1):
+        row = X[c]
+        s = 0.0
+        for t in range(m):
+            s += np.float64(row[t])
+        mean = s / m
+        s = 0.0
+        for t in range(m):
+            d = np.float64(row[t]) - mean
+            s += d * d
+        var = s / m
+        inv = 1.0 / np.sqrt(var + eps)
+        mean64[c], var64[c], inv_std[c] = mean, var, inv
+        mu, iv = row.dtype.type(mean), inv_std[c]
+        xh, out, mk = xhat[c], y[c], mask[c]
+        g = weight[c] if weight.shape[0] > 0 else row.dtype.type(1.0)
+        b = bias[c] if bias.shape[0] > 0 else row.dtype.type(0.0)
+        for t in range(m):
+            v = (row[t] - mu) * iv
+            xh[t] = v
+            if weight.shape[0] > 0 and bias.shape[0] > 0:
+                v = v * g + b
+            elif weight.shape[0] > 0:
+                v = v * g
+            elif bias.shape[0] > 0:
+                v = v + b
+            out[t] = zero if v <= zero else v
+            mk[t] = v > zero
+
+
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1):  # pragma: no cover
+def batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1, mask):  # pragma: no cover
     """Rows c0..c1-1: ``dbeta = sum(dy)``, ``dgamma = sum(dy * xhat)`` (float64, one pass),
     then ``dx = dy*scale - (xhat*a + b)`` with ``a = scale*dgamma/n``, ``b = scale*dbeta/n``
-    in D's dtype, the same operations as the NumPy path."""
+    in D's dtype, the same operations as the NumPy path. A mask (not empty: the forward's
+    fused ReLU) stands for a ReLU's backward first: dy is ``dy * mask``, relu_backward's
+    product, in both passes."""
     m = D.shape[1]
+    if mask.shape[0] > 0:
+        one, zero = D.dtype.type(1), D.dtype.type(0)
+        for c in range(c0, c1):
+            d, xh, mk = D[c], XH[c], mask[c]
+            sb, sg = 0.0, 0.0
+            for t in range(m):
+                v = np.float64(d[t] * (one if mk[t] else zero))
+                sb += v
+                sg += v * np.float64(xh[t])
+            dbeta64[c], dgamma64[c] = sb, sg
+            sc = scale[c]
+            a = d.dtype.type(np.float64(sc) * (sg / m))
+            b = d.dtype.type(np.float64(sc) * (sb / m))
+            out = dx[c]
+            for t in range(m):
+                out[t] = (d[t] * (one if mk[t] else zero)) * sc - (xh[t] * a + b)
+        return
     for c in range(c0, c1):
         d, xh = D[c], XH[c]
         sb, sg = 0.0, 0.0

@@ -64,6 +64,7 @@ class BatchNormCache(NamedTuple):
     has_bias: bool
     x: np.ndarray | None = None       # running statistics: a copy of the input, (N, C, ...)
     mean: np.ndarray | None = None    # running statistics: (C,) running_mean, input dtype
+    relu_mask: np.ndarray | None = None  # a fused ReLU: y > 0 (booleans, (N, C, ...) as y)
 
 
 def _channel_axes(ndim: int) -> tuple[int, ...]:
@@ -119,7 +120,7 @@ def check_batch_size(x: np.ndarray, where: str) -> None:
 
 def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
                        running_mean: np.ndarray | None, running_var: np.ndarray | None,
-                       training: bool, momentum: float = 0.1, eps: float = 1e-5):
+                       training: bool, momentum: float = 0.1, eps: float = 1e-5, *, relu: bool = False):
     r"""Batch normalization over every axis but the channel axis 1.
 
     Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by
@@ -154,6 +155,12 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
         - x: (N, C), (N, C, L) or (N, C, H, W); y: the same shape and dtype.
         - weight, bias, running_mean, running_var: (C,), the dtype of x.
 
+    ``relu=True`` returns ``max(y, 0)`` instead, computed in the same pass where Numba
+    is installed, and the backward then takes the ReLU's gradient too (the mask ``y > 0``
+    is in the cache): a batch norm followed by a ReLU, with the same bits as
+    :func:`cnnkit.functional.relu_forward` / ``relu_backward`` around it. Sequential and
+    Graph containers use it for a BatchNorm whose only reader is a ReLU.
+
     Returns ``(y, cache)``; pass the cache to :func:`batch_norm_backward`.
     """
     where = "batch_norm"
@@ -187,20 +194,23 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     # Channels are independent, so ranges of them run on cnnkit's worker threads.
     X = _channel_rows(x)                                                       # (C, M)
     if not batch_stats:
-        return _batch_norm_running(x, X, weight, bias, running_mean, running_var, eps)
+        y, cache = _batch_norm_running(x, X, weight, bias, running_mean, running_var, eps)
+        return _then_relu(y, cache, inplace=True) if relu else (y, cache)
     xhat = np.empty(X.shape, dtype=x.dtype)                                    # (C, M)
-    y = xhat if weight is None and bias is None else np.empty_like(xhat)       # (C, M)
+    y = xhat if weight is None and bias is None and not relu else np.empty_like(xhat)  # (C, M)
     # An empty batch (n = 0) has no statistics: mean 0 and variance 1 keep the
     # arithmetic finite; the output is empty and the running stats stay (PyTorch).
     mean64, var64 = np.zeros(channels), np.ones(channels)                      # (C,) biased var
     inv_std = np.empty(channels, dtype=x.dtype)                                # (C,)
 
     jit = jit_kernels() if n > 0 else None
+    # the fused ReLU's mask, (C, M), filled by the compiled pass (else by relu_forward below)
+    mask = np.empty(X.shape, dtype=np.bool_) if relu and jit is not None else np.empty((0, 0), dtype=np.bool_)
     if jit is not None:  # the same statistics and arithmetic, 3 passes instead of about 11
         empty = np.empty(0, dtype=x.dtype)
         w_k, b_k = (empty if v is None else v for v in (weight, bias))
         parallel_ranges(lambda c0, c1: jit.batch_norm_forward(X, w_k, b_k, xhat, y, mean64, var64, inv_std,
-                                                              eps, c0, c1), channels, 3 * X.size)
+                                                              eps, c0, c1, mask), channels, 3 * X.size)
 
     def normalize(c0, c1):  # channels c0..c1-1
         Xr, xh = X[c0:c1], xhat[c0:c1]
@@ -215,6 +225,8 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
             np.multiply(xh, weight[c0:c1, None], out=y[c0:c1])
         if bias is not None:
             np.add(y[c0:c1] if weight is not None else xh, bias[c0:c1, None], out=y[c0:c1])
+        if weight is None and bias is None and y is not xhat:  # (a fused ReLU's own output)
+            y[c0:c1] = xh
     if jit is None:
         parallel_ranges(normalize, channels, 3 * X.size)
 
@@ -224,7 +236,17 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
         running_var[...] = (1.0 - momentum) * running_var.astype(np.float64) + momentum * unbiased
     xhat, y = _from_channel_rows(xhat, x.shape), _from_channel_rows(y, x.shape)  # (N, C, ...) views
     weight = None if weight is None else weight.copy()  # (C,) immune to in-place updates
-    return y, BatchNormCache(batch_stats, xhat, inv_std, weight, bias is not None)
+    cache = BatchNormCache(batch_stats, xhat, inv_std, weight, bias is not None)
+    if relu and mask.size:
+        return y, cache._replace(relu_mask=_from_channel_rows(mask, x.shape))
+    return _then_relu(y, cache, inplace=True) if relu else (y, cache)
+
+
+def _then_relu(y: np.ndarray, cache: BatchNormCache, inplace: bool):
+    """The ReLU after a batch norm (relu_forward, y overwritten), its mask into the cache."""
+    from .activation import relu_forward
+    y, (mask, _) = relu_forward(y, inplace=inplace)
+    return y, cache._replace(relu_mask=mask)
 
 
 def running_affine(weight, bias, running_mean, running_var, eps):
@@ -279,10 +301,17 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
         - dy, dx: (N, C, ...) as the forward's x; dweight, dbias: (C,).
     """
     where = "batch_norm_backward"
-    batch_stats, xhat, inv_std, weight, has_bias, x_kept, mean = cache
+    batch_stats, xhat, inv_std, weight, has_bias, x_kept, mean, relu_mask = cache
     shape, dtype = (xhat.shape, xhat.dtype) if xhat is not None else (x_kept.shape, x_kept.dtype)
     _check_dy(dy, shape, where)
     n = math.prod(shape[i] for i in _channel_axes(len(shape)))
+    jit = jit_kernels() if batch_stats and n > 0 else None
+    mask = np.empty((0, 0), dtype=np.bool_)
+    if relu_mask is not None and jit is not None:
+        mask = _channel_rows(relu_mask)  # (C, M) as D: the ReLU's gradient inside the compiled passes
+    elif relu_mask is not None:  # the fused ReLU's backward first
+        from .activation import relu_backward
+        dy = relu_backward(dy, (relu_mask, dtype))
     D = _channel_rows(dy)                                                      # (C, M)
     XH = _channel_rows(xhat) if xhat is not None else None                     # (C, M)
     x_rows = _channel_rows(x_kept) if x_kept is not None else None             # (C, M)
@@ -291,9 +320,8 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
     scale = inv_std if weight is None else weight * inv_std                    # (C,) gamma / sigma
     dx = np.empty(D.shape, dtype=dtype)                                        # (C, M)
 
-    jit = jit_kernels() if batch_stats and n > 0 else None
     if jit is not None:  # the same arithmetic in 2 passes instead of about 13
-        parallel_ranges(lambda c0, c1: jit.batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1),
+        parallel_ranges(lambda c0, c1: jit.batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1, mask),
                         channels, 4 * D.size)
 
     def channel_grads(c0, c1):  # channels c0..c1-1 (run on worker threads)

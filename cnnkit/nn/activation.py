@@ -15,6 +15,9 @@ from ..functional.activation import _check_dy, _check_float, _check_number
 from .module import Layer
 
 
+_APPLIED = ("applied by the layer before",)  # a ReLU's cache when that layer applied it
+
+
 class ReLU(Layer):
     """``y = max(x, 0)``; ``inplace=True`` overwrites the input with the output.
 
@@ -26,12 +29,18 @@ class ReLU(Layer):
         self.inplace = bool(inplace)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.__dict__.pop("_applied_once", False):  # the BatchNorm before it applied it (this
+            self._cache = _APPLIED                      # call only; containers.fuse_relu_pass)
+            return x
         _check_float(x, self.label())
         y, self._cache = F.relu_forward(x, self.inplace)
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return F.relu_backward(dy, self._take_cache())
+        cache = self._take_cache()
+        if cache is _APPLIED:  # the BatchNorm's backward takes the ReLU's gradient
+            return dy
+        return F.relu_backward(dy, cache)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""

