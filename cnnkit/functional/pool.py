@@ -58,8 +58,15 @@ def _pool_plan(x_shape, kernel_size, stride, padding, dilation, ceil_mode, where
 
 
 def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
-                       ceil_mode: bool = False, *, where: str = "max_pool2d"):
+                       ceil_mode: bool = False, *, relu: bool = False, where: str = "max_pool2d"):
     """Max over each window. Returns ``(y, cache)``.
+
+    ``relu=True`` computes the max pool of ``max(x, 0)`` as ``max(max pool of x, 0)``:
+    the ReLU commutes with the max, and on the pooled output it touches a window's worth
+    of elements fewer (a quarter for 2x2). The backward keeps a ReLU's mask of the pooled
+    output and routes only the windows whose maximum is positive, the gradient of the two
+    layers one after the other (their values; a zero gradient may differ in sign). Sequential
+    and Graph use it for a ReLU whose only reader is a max pool.
 
     Padding is -inf (never the maximum). ``stride`` defaults to ``kernel_size``.
 
@@ -89,6 +96,16 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
         ``H_out = floor_or_ceil((H + 2P - dilation*(kH - 1) - 1)/stride) + 1``, y is
         (N, C, H_out, W_out).
     """
+    y, cache = _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, where)
+    if not relu:
+        return y, cache
+    from .activation import relu_forward
+    y, (mask, dtype) = relu_forward(y, inplace=True)  # (y is the caller's: no cache holds it)
+    return y, ("relu", mask, dtype, cache)
+
+
+def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, where):
+    """max_pool2d_forward without the ReLU."""
     kernel, stride, dilation, pads, out_hw = _pool_args(
         x, kernel_size, stride, padding, dilation, ceil_mode, where, max_pool=True)
     size_hw = padded_size(out_hw, kernel, stride, dilation)
@@ -131,6 +148,9 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
 
 def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Route each ``dy`` to the argmax of its window; overlapping windows accumulate."""
+    if cache[0] == "relu":  # the forward's ReLU on the pooled output: its gradient first
+        from .activation import relu_backward
+        dy, cache = relu_backward(dy, cache[1:3]), cache[3]
     path, (x_shape, pads, size_hw, kernel, stride, dilation, out_hw) = cache[:2]
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
     tiles = tuple(kernel) == tuple(stride) and tuple(dilation) == (1, 1)

@@ -17,6 +17,7 @@ from ..functional import activation as F
 from .activation import ReLU
 from .module import Layer
 from .norm import _BatchNorm
+from .pool import MaxPool2d
 
 
 class Sequential(Layer):
@@ -58,13 +59,18 @@ class Sequential(Layer):
 
     def forward(self, x):
         layers = tuple(self._children.values())
-        applied_at = -1  # the index of a ReLU that the BatchNorm before it applies
-        for i, layer in enumerate(layers):
+        applied_at = deferred_at = -1  # a ReLU the batch norm before applies; a max pool that
+        for i, layer in enumerate(layers):  # applies the ReLU before it
             if i == applied_at:
                 object.__setattr__(layer, "_applied_once", True)
+            elif i == deferred_at:
+                object.__setattr__(layer, "_relu_before_once", True)
             elif i + 1 < len(layers) and _relu_after(layer, layers[i + 1]):
                 object.__setattr__(layer, "_relu_once", True)
                 applied_at = i + 1
+            elif i + 1 < len(layers) and _pool_after_relu(layer, layers[i + 1]):
+                object.__setattr__(layer, "_applied_once", True)
+                deferred_at = i + 1
             x = layer(x)
         return x
 
@@ -103,22 +109,37 @@ def _relu_after(layer: Layer, nxt: Layer) -> bool:
     return type(nxt) is ReLU and isinstance(layer, _BatchNorm)
 
 
-def _relu_pairs(graph: "Graph") -> dict:
-    """``{batch norm node: ReLU node}`` where the ReLU is the batch norm's only reader and
-    the batch norm's output is not an output of the graph (see :func:`_relu_after`)."""
+def _pool_after_relu(layer: Layer, nxt: Layer) -> bool:
+    """A ReLU followed by a max pool: the pool takes the ReLU's input and applies the ReLU
+    to its own output (``max_pool2d_forward(relu=True)``: a ReLU commutes with a max, and
+    after a 2x2 pool it has a quarter of the elements), and the ReLU passes its input and
+    its gradient through, for that call only. The same outputs, and gradients of the same
+    values. Measured (forward + backward of conv -> ReLU -> max pool, 2 threads,
+    in-process against separate passes): 64 channels at 112x112 batch 8, 2x2 pool 0.95;
+    96 at 55x55 batch 32, 3x3 s2 pool (AlexNet's) 0.97; LeNet-5's step (6 and 16 channels,
+    28x28 and 10x10) 1.01, within noise."""
+    return type(layer) is ReLU and type(nxt) is MaxPool2d and not nxt.return_indices
+
+
+def _relu_pairs(graph: "Graph") -> tuple[dict, dict]:
+    """``({batch norm node: ReLU node}, {ReLU node: max pool node})``: the second node of
+    each pair is the first's only reader, and the first is not an output of the graph (see
+    :func:`_relu_after`, :func:`_pool_after_relu`); a ReLU that its batch norm applies is
+    in no pair with a pool."""
     children, readers = graph._children, {}
     for name, inputs in graph.nodes:
         for i in inputs:
             readers[i] = name if i not in readers else None  # None: read more than once
-    pairs = {}
+    outputs = set(graph.output_names)
+    pairs, pools = {}, {}
     for name, inputs in graph.nodes:
-        src = inputs[0]
-        if len(inputs) == 1 and readers.get(src) == name and src in children \
-                and _relu_after(children[src], children[name]):
-            pairs[src] = name
-    for o in graph.output_names:
-        pairs.pop(o, None)
-    return pairs
+        src = inputs[0] if len(inputs) == 1 else None
+        if src in children and readers.get(src) == name and src not in outputs:
+            if _relu_after(children[src], children[name]):
+                pairs[src] = name
+            elif _pool_after_relu(children[src], children[name]) and src not in pairs.values():
+                pools[src] = name
+    return pairs, pools
 
 
 class Add(Layer):
@@ -251,13 +272,18 @@ class Graph(Layer):
                               inputs=self.input_names, received=len(xs))
         values = dict(zip(self.input_names, xs))
         children = self._children
-        pairs, applied = _relu_pairs(self), set()
+        pairs, pools, applied, deferred = *_relu_pairs(self), set(), set()
         for name, inputs in self.nodes:
             if name in applied:
                 object.__setattr__(children[name], "_applied_once", True)
+            elif name in deferred:
+                object.__setattr__(children[name], "_relu_before_once", True)
             elif name in pairs:
                 object.__setattr__(children[name], "_relu_once", True)
                 applied.add(pairs[name])
+            elif name in pools:
+                object.__setattr__(children[name], "_applied_once", True)
+                deferred.add(pools[name])
             if len(inputs) == 1:  # (no generator to build: a few us per node at batch 1)
                 values[name] = children[name](values[inputs[0]])
             else:

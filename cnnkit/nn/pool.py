@@ -29,8 +29,11 @@ class MaxPool2d(Layer):
         P.check_pool_spec(kernel_size, stride, padding, dilation, type(self).__name__, max_pool=True)
 
     def forward(self, x: np.ndarray):
+        # the ReLU before it, applied here to the pooled output (set by Sequential and Graph
+        # for this call only; see cnnkit.nn.containers._pool_after_relu)
+        relu = self.__dict__.pop("_relu_before_once", False)
         y, self._cache = P.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                              self.dilation, self.ceil_mode, where=self.label())
+                                              self.dilation, self.ceil_mode, relu=relu, where=self.label())
         if self.return_indices:
             return y, P.max_pool2d_indices(x, self.kernel_size, self.stride, self.padding,
                                            self.dilation, self.ceil_mode)

@@ -115,3 +115,54 @@ def test_the_pass_lasts_one_call():
     np.testing.assert_array_equal(relu(x), np.zeros_like(x))
     y = bn(np.random.default_rng(0).standard_normal((2, 5, 4, 4)).astype(np.float32))
     assert (y < 0).any()
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "numpy"])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 2, 0), (2, 1, 0)])
+def test_relu_then_max_pool_same_values_as_the_two_layers(jit, kernel, stride, padding):
+    """conv -> ReLU -> max pool inside a Sequential: the pool applies the ReLU to its
+    output instead (a ReLU commutes with a max); the outputs are the same bits and the
+    gradients the same values as the layers by hand, with ties at 0, NaN, and windows
+    that hold no positive value."""
+    rng = np.random.default_rng(kernel * 10 + stride + padding)
+    x = rng.standard_normal((3, 2, 9, 9)).astype(np.float32)
+
+    def make():
+        r = np.random.default_rng(3)
+        return nn.Conv2d(2, 4, 3, padding=1, rng=r), nn.ReLU(), nn.MaxPool2d(kernel, stride, padding)
+    previous = runtime.set_jit(jit)
+    try:
+        conv, relu, pool = make()
+        conv.bias.data[0] = -50.0  # channel 0: every value negative, every window at 0 after the ReLU
+        seq = nn.Sequential(conv, relu, pool)
+        y = seq(x)
+        assert relu._cache is activation._APPLIED and pool._cache[0] == "relu"
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        seq.needs_input_grad = True
+        dx = seq.backward(dy)
+        c2, r2, p2 = make()
+        c2.bias.data[0] = -50.0
+        ref = p2(r2(c2(x)))
+        ref_dx = c2.backward(r2.backward(p2.backward(dy)))
+    finally:
+        runtime.set_jit(previous)
+    assert (y[:, 0] == 0).all() and (y > 0).any()
+    np.testing.assert_array_equal(y, ref)
+    assert np.array_equal(np.signbit(y), np.signbit(ref))
+    np.testing.assert_array_equal(dx, ref_dx)
+    # The conv's own gradients sum the same values; the pool's gradient reaches the conv in
+    # another memory layout than the ReLU's would (a cropped view, not a dense copy), so the
+    # bias gradient may be summed in another order: a few ulps.
+    np.testing.assert_allclose(conv.weight.grad, c2.weight.grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(conv.bias.grad, c2.bias.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_relu_after_a_batch_norm_stays_there_before_a_pool():
+    """bn -> ReLU -> max pool: the batch norm applies the ReLU; the pool does not again."""
+    bn, relu = _pair()
+    pool = nn.MaxPool2d(2)
+    seq = nn.Sequential(bn, relu, pool)
+    x = np.random.default_rng(0).standard_normal((2, 5, 6, 6)).astype(np.float32)
+    y = seq(x)
+    assert relu._cache is activation._APPLIED and pool._cache[0] != "relu"
+    np.testing.assert_array_equal(y, nn.MaxPool2d(2)(nn.ReLU()(bn(x))))
