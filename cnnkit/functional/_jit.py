@@ -924,6 +924,17 @@ def relu_and_mask(x, y, mask):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def add_relu_and_mask(a, b, y, mask):  # pragma: no cover - compiled
+    """``y = max(a + b, 0)`` (relu()'s select) and ``mask = a + b > 0``, over 1-D arrays:
+    add() then relu_and_mask() in one pass, the same bits."""
+    zero = y.dtype.type(0)
+    for t in range(a.shape[0]):
+        v = a[t] + b[t]
+        y[t] = zero if v <= zero else v
+        mask[t] = v > zero
+
+
+@numba.njit(nogil=True, cache=True)
 def bias_relu(out, b, relu):  # pragma: no cover - compiled
     """The GEMM epilogue of a conv chunk, one pass: ``out[g, f, :] += b[g, f, 0]`` (b: (G,
     Fg, 1), or empty for no bias), then ``max(., 0)`` if ``relu`` (NaN kept), NumPy's bits.

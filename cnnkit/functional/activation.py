@@ -214,6 +214,25 @@ def add(a: np.ndarray, b: np.ndarray, relu: bool = False) -> np.ndarray:
     return y
 
 
+def add_relu_forward(a: np.ndarray, b: np.ndarray):
+    """``max(a + b, 0)`` and its ReLU's cache, as :func:`add` then :func:`relu_forward`
+    give them (the same bits), in one pass where a and b lie in memory alike: a residual
+    join and the ReLU after it (Graph uses it when the ReLU alone reads the Add). The
+    backward is :func:`relu_backward` with the cache, for both inputs."""
+    jit = jit_kernels()
+    if jit is not None and a.shape == b.shape and a.dtype == b.dtype and a.dtype.kind == "f" \
+            and a.strides == b.strides:
+        af, bf = _dense_flat(a), _dense_flat(b)
+        if af is not None:
+            y = np.empty_like(a)
+            mask = np.empty_like(y, dtype=np.bool_)
+            yf, mf = _dense_flat(y), _dense_flat(mask)
+            _stream(lambda lo, hi: jit.add_relu_and_mask(af[lo:hi], bf[lo:hi], yf[lo:hi], mf[lo:hi]), af.size,
+                    3 * af.size)
+            return y, (mask, y.dtype)
+    return relu_forward(add(a, b), inplace=True)
+
+
 def _by_channels(op, a: np.ndarray) -> None:
     """``op(index)`` over ranges of axis 1 on cnnkit's worker threads (whole array for 0/1-D)."""
     if a.ndim < 2:
