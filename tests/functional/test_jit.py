@@ -64,9 +64,39 @@ def test_sweeps_hold_enough_direct_configurations():
     assert len(DIRECT) >= 60
     assert any(c["dilation"] != (1, 1) for c in DIRECT) and any(c["flip"] for c in DIRECT)
     assert any(c["c_in"] > 1 for c in DIRECT) and any(c["n"] == 0 for c in DIRECT)
-    for kw in (3, 5):  # the kernel rows summed in one pass (_direct_row3, _direct_row5), dilated too
+    for kw in (3, 5):  # LeNet's and the 3x3 stems' kernels, dilated too
         assert any(c["kernel"][1] == kw and c["dilation"][1] > 1 for c in DIRECT)
         assert any(c["kernel"][1] == kw and c["c_in"] > 1 for c in DIRECT)
+
+
+@pytest.mark.parametrize("f", [1, 7, 8, 9, 17, 32])
+@pytest.mark.parametrize("c,k,dil,pad", [(1, 3, 1, 1), (1, 5, 1, 2), (3, 3, 2, 2), (1, 5, 2, 0)])
+def test_direct_forward_filter_blocks_sum_taps_in_order(f, c, k, dil, pad):
+    """The direct forward's blocks of eight filters (DIRECT_FILTER_BLOCK; one, a partial
+    one, several) give each output its taps summed in (c, p, q) order, then the bias:
+    the bits of that sum written out in NumPy float32, with a fused ReLU too."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    rng = np.random.default_rng(f * 100 + c * 10 + k + dil)
+    n, h = 3, 11
+    x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho = h + 2 * pad - dil * (k - 1)
+    ref = None
+    for ci in range(c):
+        for p in range(k):
+            for q in range(k):
+                tap = xp[:, None, ci, p * dil:p * dil + ho, q * dil:q * dil + ho] * w[None, :, ci, p, q, None, None]
+                ref = tap if ref is None else ref + tap
+    assert conv._direct(conv._geometry((n, c, h, h), (f, c, k, k), (pad,) * 4, (1, 1), (dil, dil), (ho, ho), 1),
+                        False) is not None
+    np.testing.assert_array_equal(conv2d_forward(x, w, None, 1, pad, dil)[0], ref)
+    with_bias = ref + b[None, :, None, None]
+    np.testing.assert_array_equal(conv2d_forward(x, w, b, 1, pad, dil)[0], with_bias)
+    np.testing.assert_array_equal(conv2d_forward(x, w, b, 1, pad, dil, relu=True)[0],
+                                  np.where(with_bias <= 0, np.float32(0), with_bias))
 
 
 def _sweep_matches_torch(configs):
