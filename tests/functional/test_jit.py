@@ -70,11 +70,12 @@ def test_sweeps_hold_enough_direct_configurations():
 
 
 @pytest.mark.parametrize("f", [1, 7, 8, 9, 17, 32])
-@pytest.mark.parametrize("c,k,dil,pad", [(1, 3, 1, 1), (1, 5, 1, 2), (3, 3, 2, 2), (1, 5, 2, 0)])
+@pytest.mark.parametrize("c,k,dil,pad", [(1, 3, 1, 1), (1, 5, 1, 2), (3, 3, 2, 2), (1, 5, 2, 0), (2, 4, 1, 1)])
 def test_direct_forward_filter_blocks_sum_taps_in_order(f, c, k, dil, pad):
     """The direct forward's blocks of eight filters (DIRECT_FILTER_BLOCK; one, a partial
-    one, several) give each output its taps summed in (c, p, q) order, then the bias:
-    the bits of that sum written out in NumPy float32, with a fused ReLU too."""
+    one, several; kernel rows of 3 and 5 taps in one pass, 4 a tap at a time) give each
+    output its taps summed in (c, p, q) order, then the bias: the bits of that sum written
+    out in NumPy float32, with a fused ReLU too."""
     if runtime.jit_kernels() is None:
         pytest.skip("Numba is not installed")
     rng = np.random.default_rng(f * 100 + c * 10 + k + dil)
