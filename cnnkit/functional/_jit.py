@@ -888,9 +888,6 @@ def relu(x, y):  # pragma: no cover - compiled
         y[t] = zero if v <= zero else v
 
 
-_relu = relu  # its name inside the kernels whose fused-ReLU flag is called ``relu``
-
-
 @numba.njit(nogil=True, cache=True)
 def add(a, b, y, relu):  # pragma: no cover - compiled
     """``y = a + b`` over 1-D arrays, clamped at 0 (as :func:`relu`) with ``relu``."""
@@ -1371,7 +1368,7 @@ def conv_direct_forward(xp, w, b, y, dh, dw, n0, n1, relu):  # pragma: no cover 
                     for j in range(wo):
                         v = res[j] + bv if b.shape[0] > 0 else res[j]
                         if relu:  # (a fused ReLU, for inference: relu()'s select. A call of
-                            v = zero if v <= zero else v  # _relu here made the taps 2.8x slower)
+                            v = zero if v <= zero else v  # relu() here made the taps 2.8x slower)
                         out[j] = v
 
 

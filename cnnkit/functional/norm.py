@@ -25,6 +25,7 @@ import numpy as np
 
 from .._errors import type_error, value_error
 from ..runtime import jit_kernels, parallel_ranges
+from .activation import relu_backward, relu_forward
 from ._check import check_array, check_same_dtype
 
 __all__ = [
@@ -244,7 +245,6 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
 
 def _then_relu(y: np.ndarray, cache: BatchNormCache, inplace: bool):
     """The ReLU after a batch norm (relu_forward, y overwritten), its mask into the cache."""
-    from .activation import relu_forward
     y, (mask, _) = relu_forward(y, inplace=inplace)
     return y, cache._replace(relu_mask=mask)
 
@@ -310,7 +310,6 @@ def batch_norm_backward(dy: np.ndarray, cache: BatchNormCache):
     if relu_mask is not None and jit is not None:
         mask = _channel_rows(relu_mask)  # (C, M) as D: the ReLU's gradient inside the compiled passes
     elif relu_mask is not None:  # the fused ReLU's backward first
-        from .activation import relu_backward
         dy = relu_backward(dy, (relu_mask, dtype))
     D = _channel_rows(dy)                                                      # (C, M)
     XH = _channel_rows(xhat) if xhat is not None else None                     # (C, M)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._errors import value_error
 from ..runtime import jit_kernels, parallel_ranges
+from .activation import relu_backward, relu_forward
 from ._check import check_array, memo, pair
 from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
@@ -99,7 +100,6 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
     y, cache = _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, where)
     if not relu:
         return y, cache
-    from .activation import relu_forward
     y, (mask, dtype) = relu_forward(y, inplace=True)  # (y is the caller's: no cache holds it)
     return y, ("relu", mask, dtype, cache)
 
@@ -149,7 +149,6 @@ def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, where):
 def max_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """Route each ``dy`` to the argmax of its window; overlapping windows accumulate."""
     if cache[0] == "relu":  # the forward's ReLU on the pooled output: its gradient first
-        from .activation import relu_backward
         dy, cache = relu_backward(dy, cache[1:3]), cache[3]
     path, (x_shape, pads, size_hw, kernel, stride, dilation, out_hw) = cache[:2]
     dy_cn = dy.transpose(1, 0, 2, 3)  # (C, N, Ho, Wo)
