@@ -769,18 +769,8 @@ def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0
     affine = weight.shape[0] > 0 or bias.shape[0] > 0
     for c in range(c0, c1):
         row = X[c]
-        s = 0.0
-        for t in range(m):
-            s += np.float64(row[t])
-        mean = s / m
-        s = 0.0
-        for t in range(m):
-            d = np.float64(row[t]) - mean
-            s += d * d
-        var = s / m
-        inv = 1.0 / np.sqrt(var + eps)
-        mean64[c], var64[c], inv_std[c] = mean, var, inv
-        mu, iv = row.dtype.type(mean), inv_std[c]
+        mean64[c], var64[c], inv_std[c] = _bn_stats(row, eps)
+        mu, iv = row.dtype.type(mean64[c]), inv_std[c]
         xh = xhat[c]
         for t in range(m):
             xh[t] = (row[t] - mu) * iv
@@ -799,26 +789,34 @@ def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0
                     out[t] = xh[t] + b
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"}, inline="always")
+def _bn_stats(row, eps):  # pragma: no cover - compiled
+    """A channel row's mean and biased variance in float64 (two passes, reassociated so
+    that they vectorize), and ``1 / sqrt(var + eps)``."""
+    m = row.shape[0]
+    s = 0.0
+    for t in range(m):
+        s += np.float64(row[t])
+    mean = s / m
+    s = 0.0
+    for t in range(m):
+        d = np.float64(row[t]) - mean
+        s += d * d
+    var = s / m
+    return mean, var, 1.0 / np.sqrt(var + eps)
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _batch_norm_forward_relu(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1,
                              mask):  # pragma: no cover
-    """batch_norm_forward followed by a ReLU, in the same pass as the affine map."""
+    """batch_norm_forward followed by a ReLU, in the same pass as the affine map (the same
+    statistics: _bn_stats)."""
     m = X.shape[1]
     zero = X.dtype.type(0)
     for c in range(c0, c1):
         row = X[c]
-        s = 0.0
-        for t in range(m):
-            s += np.float64(row[t])
-        mean = s / m
-        s = 0.0
-        for t in range(m):
-            d = np.float64(row[t]) - mean
-            s += d * d
-        var = s / m
-        inv = 1.0 / np.sqrt(var + eps)
-        mean64[c], var64[c], inv_std[c] = mean, var, inv
-        mu, iv = row.dtype.type(mean), inv_std[c]
+        mean64[c], var64[c], inv_std[c] = _bn_stats(row, eps)
+        mu, iv = row.dtype.type(mean64[c]), inv_std[c]
         xh, out, mk = xhat[c], y[c], mask[c]
         g = weight[c] if weight.shape[0] > 0 else row.dtype.type(1.0)
         b = bias[c] if bias.shape[0] > 0 else row.dtype.type(0.0)

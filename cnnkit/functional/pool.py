@@ -80,10 +80,11 @@ def max_pool2d_forward(x: np.ndarray, kernel_size, stride=None, padding=0, dilat
       one compiled pass per plane through a -inf-padded scratch plane in cache; the
       backward zeroes dx and adds each dy at its window's stored argmax. Against the
       separable NumPy forward and the compiled search by equality in the backward, 2
-      threads, ms, forward / backward: (8, 64, 112, 112) 3x3 s2 p1 5.3 / 11.5 -> 3.4 /
-      2.8; (32, 96, 55, 55) 3x3 s2 9.2 / 14.4 -> 8.4 / 4.0; (32, 480, 14, 14) 3x3 s1 p1
-      5.6 / 16.6 -> 6.7 / 5.0; the cache holds one byte per output instead of the padded
-      input, the row maxima and y;
+      threads, ms, forward / backward: (8, 64, 112, 112) 3x3 s2 p1 5.3 / 11.5 -> 2.8-3.0
+      / 2.5; (32, 96, 55, 55) 3x3 s2 9.2 / 14.4 -> 5.4-7.0 / 2.9; (32, 192, 28, 28) s2
+      p1 4.3 / 8.9 -> 3.7-3.9 / 1.6; (32, 480, 14, 14) 3x3 s1 p1 5.6 / 16.6 -> 6.7 / 3.2;
+      the cache holds one byte per output instead of the padded input, the row maxima
+      and y;
     - separable (finite output): a 2-D max is a max along W followed by a max along
       H, so only kW + kH running maxima are taken instead of kH*kW; backward finds
       each winner again by equality, first along H, then along W, which picks the
@@ -111,23 +112,20 @@ def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, where):
     size_hw = padded_size(out_hw, kernel, stride, dilation)
     geo = (x.shape, pads, size_hw, kernel, stride, dilation, out_hw)
     two = jit_kernels() if _two_by_two(x.shape, kernel, stride, dilation, pads, out_hw) else None
-    if two is not None:  # compiled: max and argmax in one pass over x, no padded copy
+    three = jit_kernels() if two is None and _three_by_three(kernel, stride, dilation) else None
+    if two is not None or three is not None:  # compiled: max and argmax in one pass over x, no padded copy
         nchw = x.flags.c_contiguous  # (else channel-major, as cnnkit's layers return)
         src = x if nchw else x.transpose(1, 0, 2, 3)
         y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
         arg = np.empty(y.shape, dtype=np.uint8)
-        parallel_ranges(lambda c0, c1: two.max_pool_2x2_argmax(src, nchw, y, arg, c0, c1), x.shape[1],
-                        x.size + y.size)
+
+        def run(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
+            if two is not None:
+                two.max_pool_2x2_argmax(src, nchw, y, arg, c0, c1)
+            else:
+                three.max_pool_3x3_argmax(src, nchw, y, arg, *stride, pads[0], pads[2], c0, c1)
+        parallel_ranges(run, x.shape[1], x.size + y.size)
         return as_nchw(y), ("argmax", geo, arg)  # (the cache does not hold y: the caller owns it)
-    three = jit_kernels() if _three_by_three(kernel, stride, dilation) else None
-    if three is not None:  # compiled: max and argmax in one pass over x, no padded copy kept
-        nchw = x.flags.c_contiguous
-        src = x if nchw else x.transpose(1, 0, 2, 3)
-        y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
-        arg = np.empty(y.shape, dtype=np.uint8)
-        parallel_ranges(lambda c0, c1: three.max_pool_3x3_argmax(src, nchw, y, arg, *stride, pads[0], pads[2], c0, c1),
-                        x.shape[1], x.size + y.size)
-        return as_nchw(y), ("argmax", geo, arg)
     xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)
     c, n = xp.shape[:2]
     m = np.empty((c, n, size_hw[0], out_hw[1]), dtype=x.dtype)  # (C, N, Hp, Wo)

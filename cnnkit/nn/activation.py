@@ -15,7 +15,7 @@ from ..functional.activation import _check_dy, _check_float, _check_number
 from .module import Layer
 
 
-_APPLIED = ("applied by the layer before",)  # a ReLU's cache when that layer applied it
+_APPLIED = ("applied by a neighbouring layer",)  # a ReLU's cache when another layer applied it
 
 
 class ReLU(Layer):
@@ -29,8 +29,10 @@ class ReLU(Layer):
         self.inplace = bool(inplace)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if self.__dict__.pop("_applied_once", False):  # the BatchNorm before it applied it (this
-            self._cache = _APPLIED                      # call only; containers.fuse_relu_pass)
+        # Applied by the batch norm or Add before it, or by the max pool after it (set by
+        # Sequential and Graph for this call only: cnnkit.nn.containers._relu_pairs)
+        if self.__dict__.pop("_applied_once", False):
+            self._cache = _APPLIED
             return x
         _check_float(x, self.label())
         y, self._cache = F.relu_forward(x, self.inplace)
@@ -38,7 +40,7 @@ class ReLU(Layer):
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         cache = self._take_cache()
-        if cache is _APPLIED:  # the BatchNorm's backward takes the ReLU's gradient
+        if cache is _APPLIED:  # that layer's backward takes the ReLU's gradient
             return dy
         return F.relu_backward(dy, cache)
 

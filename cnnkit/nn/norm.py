@@ -114,7 +114,7 @@ class _BatchNorm(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         # A ReLU that alone reads this output, applied here (set by Sequential and Graph for
-        # this call only: see cnnkit.nn.containers.fuse_relu_pass)
+        # this call only: see cnnkit.nn.containers._relu_after)
         relu = self.__dict__.pop("_relu_once", False)
         where = self.label()
         check_array(x, where, ndim=self._ranks, layout=self._layout)
