@@ -5,9 +5,18 @@ A training step is forward, cross-entropy loss, backward and an SGD update (mome
 architecture (PyTorch's twin is written out in ``_torch_twins.py``) from the same
 weights (loaded by ``state_dict`` name, strictly), on the same number of threads;
 rows alternate between the two libraries so that drift in this shared machine's
-speed hits both alike, each timed step after a 0.25 s pause (``_common.settle``: the
-other library's idle threads stop spinning first). The median step time of each is
-reported, with the ratio.
+speed hits both alike. Each timed step comes after a 0.25 s pause (``_common.settle``: the
+other library's idle threads stop spinning first) and then untimed steps for 0.1 s, at
+least one (``_common.warm_up``, as the kernel and ONNX benchmarks do): a training loop
+runs its steps back to back, and a step right after the pause measures this virtual
+machine waking up instead. Measured at 7f5d72e (ResNet-20, same process, median of 4 x 4
+steps): back to back 177-180 ms, right after a 0.25 s pause 194-222, after the pause and
+one untimed step 178-180; PyTorch 148-155 back to back, 151-157 after the pause. For
+the first ~25 ms after the pause the two worker threads' parts of each conv ran one
+after the other instead of at once (a part's wall time doubled, its CPU time did not):
+the host puts the woken virtual CPUs on one core for a while. PyTorch's first layers are
+hit less. ``--cold`` times the step right after the pause instead. The median step time
+of each is reported, with the ratio.
 
 Workloads (issue 6): ResNet-20 at CIFAR shapes, batch 128; MobileNet v1 at 224,
 batch 8; and the BatchNorm recipe's ``cnn_bn`` at 28x28, batch 128.
@@ -32,7 +41,7 @@ import os
 import subprocess
 import sys
 
-from _common import limit_threads, reexec_without_openblas_overrides, settle  # noqa: E402
+from _common import limit_threads, reexec_without_openblas_overrides, settle, warm_up  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -95,13 +104,15 @@ def torch_step(model, x, y):
     return step
 
 
-def time_pair(step_ours, step_theirs, steps):
+def time_pair(step_ours, step_theirs, steps, cold=False):
     first = (step_ours(), step_theirs())  # the first step's losses: same weights, same batch
     step_ours(), step_theirs()  # warm-up
     t_ours, t_theirs = [], []
     for _ in range(steps):
         for fn, times in ((step_ours, t_ours), (step_theirs, t_theirs)):
             settle()  # the other library's idle threads stop spinning first
+            if not cold:
+                warm_up(fn)  # back to back with untimed steps, as in a training loop
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
@@ -156,6 +167,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--only", help="comma-separated workload names")
+    ap.add_argument("--cold", action="store_true", help="time each step right after the pause (no warm-up)")
     ap.add_argument("--memory", action="store_true", help="also measure ResNet-20's peak memory")
     ap.add_argument("--memory-child", choices=["cnnkit", "pytorch"], help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results as JSON to this file")
@@ -177,7 +189,7 @@ def main() -> int:
         x = rng.standard_normal((batch,) + shape).astype(np.float32)
         y = rng.integers(0, classes, batch)
         t_ours, t_theirs, (l_ours, l_theirs) = time_pair(cnnkit_step(ours, x, y), torch_step(theirs, x, y),
-                                                         args.steps)
+                                                         args.steps, args.cold)
         rows.append(dict(name=name, batch=batch, shape=list(shape), cnnkit_ms=t_ours * 1e3,
                          pytorch_ms=t_theirs * 1e3, ratio=t_ours / t_theirs,
                          first_loss_cnnkit=l_ours, first_loss_pytorch=l_theirs))
@@ -186,9 +198,10 @@ def main() -> int:
     memory = measure_memory(args.threads) if args.memory else None
 
     head = (f"Training step (forward, loss, backward, SGD), float32, {args.threads} threads, median of "
-            f"{args.steps}, libraries alternating; NumPy {np.__version__}, PyTorch {torch.__version__}, "
+            f"{args.steps}, libraries alternating, each timed step after a 0.25 s pause and "
+            f"{'no warm-up' if args.cold else '0.1 s of untimed steps'}; NumPy {np.__version__}, PyTorch {torch.__version__}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores. "
-            f"Command: `python bench/bench_steps.py{' --memory' if args.memory else ''}`.")
+            f"Command: `python bench/bench_steps.py{' --memory' if args.memory else ''}{' --cold' if args.cold else ''}`.")
     lines = [head, "", "| model | batch | input | cnnkit ms | PyTorch ms | ratio ours/PyTorch | first-step loss (cnnkit / PyTorch) |",
              "|---|---:|---|---:|---:|---:|---|"]
     lines += [f"| {r['name']} | {r['batch']} | {'x'.join(map(str, r['shape']))} | {r['cnnkit_ms']:.1f} | "

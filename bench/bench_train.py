@@ -18,6 +18,15 @@ each running every batch of the epoch in order, and each library's epoch time is
 sum of its turns: load from other jobs on this shared machine then falls on both alike.
 ``--segment 0`` runs one whole epoch after the other, as earlier versions did.
 
+Each turn starts after a 0.25 s pause (``_common.settle``: the other library's idle threads
+stop spinning), then the library trains its throwaway copy (below) for 0.1 s, untimed and
+on the turn's own batches, as ``_common.warm_up`` does in the other benchmarks: an epoch
+runs its batches back to back, and batches right after the pause measure this virtual
+machine waking up instead (for some 25 ms the host runs the two woken virtual CPUs one
+after the other; see bench_steps.py). The real models never see the warm-up batches.
+Measured at 7f5d72e before the warm-up existed: default turns 1.06-1.14, ``--segment 200``
+1.02, ``--segment 0`` 1.05. ``--cold`` leaves the warm-up out.
+
 As bench_kernels.py, this script unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for
 its own process (it re-executes itself before importing NumPy), and applies
 ``cnnkit.runtime.tune_malloc()``.
@@ -31,7 +40,7 @@ import argparse
 import os
 import sys
 
-from _common import limit_threads, reexec_without_openblas_overrides, settle  # noqa: E402
+from _common import WARM, limit_threads, reexec_without_openblas_overrides, settle  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -108,18 +117,27 @@ def torch_trainer(model, x, y, lr, momentum):
     return train
 
 
-def interleaved_epoch(trainers, batches, segment):
+def interleaved_epoch(trainers, batches, segment, warmers=None):
     """Each trainer runs every batch, in order; the epoch is cut into segments of
     ``segment`` batches, and the trainers take turns segment by segment (the first to go
     alternates), so a burst of load from elsewhere on this shared machine falls on both
     libraries alike instead of on whichever happened to be running; each turn starts
-    after a pause (``_common.settle``). Returns, per trainer, (total seconds, losses)."""
+    after a pause (``_common.settle``) and, given ``warmers`` (a trainer of a throwaway
+    model per trainer), WARM seconds of that one on the turn's batches, untimed.
+    Returns, per trainer, (total seconds, losses)."""
     totals = [[0.0, []] for _ in trainers]
     for k, start in enumerate(range(0, len(batches), segment)):
         part = batches[start:start + segment]
         order = range(len(trainers)) if k % 2 == 0 else reversed(range(len(trainers)))
         for i in order:
             settle()  # (untimed: the other library's idle threads stop spinning first)
+            if warmers:
+                end, j = time.perf_counter() + WARM, 0
+                while True:  # at least one batch
+                    warmers[i]([part[j % len(part)]])
+                    j += 1
+                    if time.perf_counter() >= end:
+                        break
             seconds, losses = trainers[i](part)
             totals[i][0] += seconds
             totals[i][1].extend(losses)
@@ -137,6 +155,7 @@ def main():
     ap.add_argument("--segment", type=int, default=50,
                     help="batches per turn: the libraries alternate every SEGMENT batches "
                          "(0: one whole epoch each, cnnkit first)")
+    ap.add_argument("--cold", action="store_true", help="no warm-up after each turn's pause")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_train.md")))
     ap.add_argument("--json", help="also write the results as JSON to this file")
@@ -160,16 +179,18 @@ def main():
     # the first two batches (cnnkit loads its compiled kernels - Numba and its cache, about
     # 0.7 s once per process -, both start their threads and allocators), as importing
     # torch is not timed either. The seconds it took are printed and written below.
-    warm = []
+    warm, warmers = [], []
     for make, trainer in ((lambda: models.get("lenet5_modern", rng=np.random.default_rng(args.seed)), cnnkit_trainer),
                           (torch_lenet5_modern, torch_trainer)):
-        warm.append(trainer(make(), x, y, args.lr, args.momentum)(batches[:2])[0])
+        warmers.append(trainer(make(), x, y, args.lr, args.momentum))
+        warm.append(warmers[-1](batches[:2])[0])
     print(f"warm-up (2 batches on a throwaway model, not in the epoch): cnnkit {warm[0]:.2f} s, "
           f"PyTorch {warm[1]:.2f} s", flush=True)
     trainers = [cnnkit_trainer(ours, x, y, args.lr, args.momentum),
                 torch_trainer(theirs, x, y, args.lr, args.momentum)]
     segment = args.segment if args.segment > 0 else len(batches)  # one segment: an epoch each, cnnkit first
-    (t_ours, loss_ours), (t_torch, loss_torch) = interleaved_epoch(trainers, batches, segment)
+    (t_ours, loss_ours), (t_torch, loss_torch) = interleaved_epoch(trainers, batches, segment,
+                                                                   None if args.cold else warmers)
     print(f"cnnkit  {t_ours:7.2f} s  {len(x) / t_ours:7.0f} img/s  final loss {np.mean(loss_ours[-100:]):.4f}",
           flush=True)
     print(f"PyTorch {t_torch:7.2f} s  {len(x) / t_torch:7.0f} img/s  final loss {np.mean(loss_torch[-100:]):.4f}",
@@ -185,11 +206,12 @@ def main():
     lines = [f"One epoch of lenet5_modern on Fashion-MNIST ({len(x):,} images, batch {args.batch_size}, "
              f"SGD lr {args.lr} momentum {args.momentum}), same initial weights and batch order, "
              f"float32, {args.threads} threads, same process, "
-             f"{f'taking turns every {segment} batches' if args.segment > 0 else 'one epoch after the other'}; NumPy {np.__version__}, PyTorch {torch.__version__}, "
+             f"{f'taking turns every {segment} batches' if args.segment > 0 else 'one epoch after the other'}, "
+             f"{'each turn right after a 0.25 s pause' if args.cold else 'each turn after a 0.25 s pause and 0.1 s of untimed batches on a throwaway copy'}; NumPy {np.__version__}, PyTorch {torch.__version__}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; malloc tuning "
              f"{'on' if tuned else 'off'}; 1-min load average {load_before:.2f} before, {load_after:.2f} after. "
              f"Command: `python bench/bench_train.py{f' --limit {args.limit}' if args.limit else ''}"
-             f"{f' --segment {args.segment}' if args.segment != 50 else ''}`.", "",
+             f"{f' --segment {args.segment}' if args.segment != 50 else ''}{' --cold' if args.cold else ''}`.", "",
              f"| library | epoch s | images/s | ratio ours/PyTorch | mean loss, last {n_last} batches | "
              "last batch loss |",
              "|---|---:|---:|---:|---:|---:|",
