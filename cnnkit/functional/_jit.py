@@ -754,45 +754,54 @@ def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_
 # temporary, scaling, gamma, beta) and thirteen for the backward; these loops make three
 # and two per channel row, the statistics in float64 (reassociated, so they vectorize).
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def batch_norm_forward(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1, mask):  # pragma: no cover
+@numba.njit(nogil=True, cache=True)
+def batch_norm_forward(X, weight, bias, y, mean64, var64, inv_std, eps, c0, c1, mask):  # pragma: no cover
     """Rows c0..c1-1 of X (C, M): mean and biased variance in float64 (two passes), then
-    ``xhat = (x - mean) * inv_std`` and ``y = xhat * weight + bias`` in X's dtype, the
-    same operations as the NumPy path. weight/bias: (C,) or empty for none; y may be
-    xhat itself when both are empty. A mask of X's shape (booleans, not empty) asks for a
-    ReLU after it: ``y = max(., 0)`` (relu()'s select) and ``mask = . > 0``, as
-    relu_and_mask writes them (then y is not xhat)."""
+    ``y = xhat * weight + bias`` with ``xhat = (x - mean) * inv_std``, in X's dtype: the
+    same operations as the NumPy path (xhat itself is not stored: the backward computes
+    it again from X, to the same bits). weight/bias: (C,) or empty for none. A mask of
+    X's shape (booleans, not empty) asks for a ReLU after it: ``y = max(., 0)`` (relu()'s
+    select) and ``mask = . > 0``, as relu_and_mask writes them.
+
+    No fastmath here (only in the sums, _bn_stats): with reassociation allowed LLVM may
+    fold ``((x - mean) * inv_std) * weight`` into ``(x - mean) * (inv_std * weight)``."""
     m = X.shape[1]
-    if mask.shape[0] > 0:
-        _batch_norm_forward_relu(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1, mask)
-        return
-    affine = weight.shape[0] > 0 or bias.shape[0] > 0
+    zero = X.dtype.type(0)
+    has_w, has_b = weight.shape[0] > 0, bias.shape[0] > 0
     for c in range(c0, c1):
         row = X[c]
         mean64[c], var64[c], inv_std[c] = _bn_stats(row, eps)
         mu, iv = row.dtype.type(mean64[c]), inv_std[c]
-        xh = xhat[c]
-        for t in range(m):
-            xh[t] = (row[t] - mu) * iv
-        if affine:
-            g = weight[c] if weight.shape[0] > 0 else row.dtype.type(1.0)
-            b = bias[c] if bias.shape[0] > 0 else row.dtype.type(0.0)
-            out = y[c]
-            if weight.shape[0] > 0 and bias.shape[0] > 0:
-                for t in range(m):
-                    out[t] = xh[t] * g + b
-            elif weight.shape[0] > 0:
-                for t in range(m):
-                    out[t] = xh[t] * g
-            else:
-                for t in range(m):
-                    out[t] = xh[t] + b
+        g = weight[c] if has_w else row.dtype.type(1.0)
+        b = bias[c] if has_b else row.dtype.type(0.0)
+        out = y[c]
+        if mask.shape[0] > 0:
+            mk = mask[c]
+            for t in range(m):
+                v = _bn_affine((row[t] - mu) * iv, g, b, has_w, has_b)
+                out[t] = zero if v <= zero else v
+                mk[t] = v > zero
+        else:
+            for t in range(m):
+                out[t] = _bn_affine((row[t] - mu) * iv, g, b, has_w, has_b)
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc"}, inline="always")
+@numba.njit(nogil=True, cache=True, inline="always")
+def _bn_affine(v, g, b, has_weight, has_bias):  # pragma: no cover - compiled
+    """``v * g + b`` as the NumPy path rounds it (a multiply, then an add), with the factor
+    or the term left out when the layer has none."""
+    if has_weight:
+        v = v * g
+    if has_bias:
+        v = v + b
+    return v
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _bn_stats(row, eps):  # pragma: no cover - compiled
     """A channel row's mean and biased variance in float64 (two passes, reassociated so
-    that they vectorize), and ``1 / sqrt(var + eps)``."""
+    that they vectorize), and ``1 / sqrt(var + eps)``. Not inlined: its callers compile
+    without fastmath, and an inlined body would take theirs."""
     m = row.shape[0]
     s = 0.0
     for t in range(m):
@@ -807,71 +816,57 @@ def _bn_stats(row, eps):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def _batch_norm_forward_relu(X, weight, bias, xhat, y, mean64, var64, inv_std, eps, c0, c1,
-                             mask):  # pragma: no cover
-    """batch_norm_forward followed by a ReLU, in the same pass as the affine map (the same
-    statistics: _bn_stats)."""
-    m = X.shape[1]
-    zero = X.dtype.type(0)
-    for c in range(c0, c1):
-        row = X[c]
-        mean64[c], var64[c], inv_std[c] = _bn_stats(row, eps)
-        mu, iv = row.dtype.type(mean64[c]), inv_std[c]
-        xh, out, mk = xhat[c], y[c], mask[c]
-        g = weight[c] if weight.shape[0] > 0 else row.dtype.type(1.0)
-        b = bias[c] if bias.shape[0] > 0 else row.dtype.type(0.0)
-        for t in range(m):
-            v = (row[t] - mu) * iv
-            xh[t] = v
-            if weight.shape[0] > 0 and bias.shape[0] > 0:
-                v = v * g + b
-            elif weight.shape[0] > 0:
-                v = v * g
-            elif bias.shape[0] > 0:
-                v = v + b
-            out[t] = zero if v <= zero else v
-            mk[t] = v > zero
+def _bn_grad_sums(d, x, mu, iv):  # pragma: no cover - compiled
+    """``(sum(dy), sum(dy * xhat))`` of a channel row in float64 (reassociated so that they
+    vectorize), xhat = ``(x - mu) * iv`` in x's dtype."""
+    sb, sg = 0.0, 0.0
+    for t in range(d.shape[0]):
+        v = np.float64(d[t])
+        sb += v
+        sg += v * np.float64((x[t] - mu) * iv)
+    return sb, sg
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def batch_norm_backward(D, XH, scale, dx, dbeta64, dgamma64, c0, c1, mask):  # pragma: no cover
+def _bn_grad_sums_masked(d, x, mu, iv, mk):  # pragma: no cover - compiled
+    """:func:`_bn_grad_sums` of ``dy = d * mk`` (relu_backward's product)."""
+    one, zero = d.dtype.type(1), d.dtype.type(0)
+    sb, sg = 0.0, 0.0
+    for t in range(d.shape[0]):
+        v = np.float64(d[t] * (one if mk[t] else zero))
+        sb += v
+        sg += v * np.float64((x[t] - mu) * iv)
+    return sb, sg
+
+
+@numba.njit(nogil=True, cache=True)
+def batch_norm_backward(D, X, mean, inv_std, scale, dx, dbeta64, dgamma64, c0, c1, mask):  # pragma: no cover
     """Rows c0..c1-1: ``dbeta = sum(dy)``, ``dgamma = sum(dy * xhat)`` (float64, one pass),
     then ``dx = dy*scale - (xhat*a + b)`` with ``a = scale*dgamma/n``, ``b = scale*dbeta/n``
-    in D's dtype, the same operations as the NumPy path. A mask (not empty: the forward's
-    fused ReLU) stands for a ReLU's backward first: dy is ``dy * mask``, relu_backward's
-    product, in both passes."""
+    in D's dtype, the same operations as the NumPy path. xhat is ``(x - mean) * inv_std``
+    from the forward's input X (C, M) and its mean in X's dtype, as the forward computed
+    it. A mask (not empty: the forward's fused ReLU) stands for a ReLU's backward first:
+    dy is ``dy * mask``, relu_backward's product, in both passes."""
     m = D.shape[1]
-    if mask.shape[0] > 0:
-        one, zero = D.dtype.type(1), D.dtype.type(0)
-        for c in range(c0, c1):
-            d, xh, mk = D[c], XH[c], mask[c]
-            sb, sg = 0.0, 0.0
-            for t in range(m):
-                v = np.float64(d[t] * (one if mk[t] else zero))
-                sb += v
-                sg += v * np.float64(xh[t])
-            dbeta64[c], dgamma64[c] = sb, sg
-            sc = scale[c]
-            a = d.dtype.type(np.float64(sc) * (sg / m))
-            b = d.dtype.type(np.float64(sc) * (sb / m))
-            out = dx[c]
-            for t in range(m):
-                out[t] = (d[t] * (one if mk[t] else zero)) * sc - (xh[t] * a + b)
-        return
+    one, zero = D.dtype.type(1), D.dtype.type(0)
     for c in range(c0, c1):
-        d, xh = D[c], XH[c]
-        sb, sg = 0.0, 0.0
-        for t in range(m):
-            v = np.float64(d[t])
-            sb += v
-            sg += v * np.float64(xh[t])
+        d, x, mu, iv = D[c], X[c], mean[c], inv_std[c]
+        if mask.shape[0] > 0:
+            sb, sg = _bn_grad_sums_masked(d, x, mu, iv, mask[c])
+        else:
+            sb, sg = _bn_grad_sums(d, x, mu, iv)
         dbeta64[c], dgamma64[c] = sb, sg
         sc = scale[c]
         a = d.dtype.type(np.float64(sc) * (sg / m))
         b = d.dtype.type(np.float64(sc) * (sb / m))
         out = dx[c]
-        for t in range(m):
-            out[t] = d[t] * sc - (xh[t] * a + b)
+        if mask.shape[0] > 0:
+            mk = mask[c]
+            for t in range(m):
+                out[t] = (d[t] * (one if mk[t] else zero)) * sc - (((x[t] - mu) * iv) * a + b)
+        else:
+            for t in range(m):
+                out[t] = d[t] * sc - (((x[t] - mu) * iv) * a + b)
 
 
 # ---- ReLU ----------------------------------------------------------------------------

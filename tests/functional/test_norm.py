@@ -117,6 +117,55 @@ def test_batch_norm_running_stats_cache_immune_to_in_place_changes():
             assert_close(ours, to_numpy(ref), **TOL[np.float32], what=name)
 
 
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+def test_compiled_bn_keeps_the_input_not_xhat(affine, relu, layout):
+    """Training mode, compiled: the forward writes no xhat and keeps the input (its own
+    memory when channel-major, as conv outputs are: no copy) with the float32 mean it was
+    centred on. y has the bits of ``((x - mean) * inv_std) * weight + bias`` (then the
+    ReLU) in float32 from those; the backward, which computes xhat again from them, and a
+    backward run without the compiled kernels (xhat rebuilt in NumPy) match PyTorch."""
+    from cnnkit import runtime
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    rng = np.random.default_rng(11)
+    has_w, has_b = affine in ("both", "weight"), affine in ("both", "bias")
+    x, w, b, rm, rv = _bn_args((6, 5, 7, 9), np.float32, rng, has_w, has_b)
+    x = x * 3 + 40  # a mean far from 0: a wrong xhat shows
+    if layout == "channel_major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    xt = to_torch(x, True)
+    wt, bt = (to_torch(v, True) if v is not None else None for v in (w, b))
+    yt = F.batch_norm(xt, to_torch(rm.copy()), to_torch(rv.copy()), wt, bt, True, 0.1, 1e-5)
+    yt = torch.relu(yt) if relu else yt
+    yt.backward(to_torch(dy))
+    for bwd_jit in (True, False):
+        previous = runtime.set_jit(True)
+        try:
+            y, cache = batch_norm_forward(x, w, b, rm.copy(), rv.copy(), training=True, relu=relu)
+            assert cache.xhat is None and cache.x.shape == x.shape
+            assert np.shares_memory(cache.x, x) == (layout == "channel_major")
+            np.testing.assert_array_equal(cache.x, x)
+            shape = (1, -1, 1, 1)
+            ref = (x - cache.mean.reshape(shape)) * cache.inv_std.reshape(shape)
+            ref = ref * w.reshape(shape) if has_w else ref
+            ref = ref + b.reshape(shape) if has_b else ref
+            np.testing.assert_array_equal(y, np.maximum(ref, 0) if relu else ref)
+            runtime.set_jit(bwd_jit)
+            dx, dw, db = batch_norm_backward(dy, cache)
+        finally:
+            runtime.set_jit(previous)
+        assert_close(y, to_numpy(yt), **TOL[np.float32], what="y")
+        assert_close(dx, to_numpy(xt.grad), **TOL[np.float32], what=f"dx (compiled backward: {bwd_jit})")
+        for name, ours, ref_t in (("dweight", dw, wt), ("dbias", db, bt)):
+            if ref_t is None:
+                assert ours is None, name
+            else:
+                assert_close(ours, to_numpy(ref_t.grad), **TOL[np.float32], what=name)
+
+
 def test_batch_norm_known_answer_and_running_update():
     # one channel, values 1 and 3: mean 2, biased var 1, unbiased var 2
     x = np.array([[1.0], [3.0]])
