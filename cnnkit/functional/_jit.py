@@ -869,6 +869,41 @@ def batch_norm_backward(D, X, mean, inv_std, scale, dx, dbeta64, dgamma64, c0, c
                 out[t] = d[t] * sc - (((x[t] - mu) * iv) * a + b)
 
 
+# ---- padding (window.pad_channel_major) ---------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def pad_channel_major(x, xp, top, left, fill, c0, c1):  # pragma: no cover - compiled
+    """Channels c0..c1-1 of x (C, N, H, W) (any strides) into xp (C, N, Hp, Wp) at row
+    ``top`` and column ``left``, the rest of xp set to ``fill``; rows and columns past
+    Hp/Wp are cropped. Each element of xp is written once, a row at a time. NumPy's
+    strided copies pay per row: (128, 16, 32, 32) into 34x34, 2 threads, 0.37 -> 0.25
+    ms; (128, 64, 8, 8) 0.24 -> 0.18 ms. (The copy loop runs over a slice of the row: with
+    ``row[left + j]`` Numba's wraparound check kept it scalar, 1.5x slower than NumPy.)"""
+    n, h, w = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = xp.shape[2], xp.shape[3]
+    top, left = min(top, hp), min(left, wp)
+    hh, ww = max(0, min(h, hp - top)), max(0, min(w, wp - left))
+    for c in range(c0, c1):
+        for m in range(n):
+            src, dst = x[c, m], xp[c, m]
+            for i in range(top):
+                row = dst[i]
+                for j in range(wp):
+                    row[j] = fill
+            for i in range(hh):
+                row, s = dst[top + i], src[i]
+                for j in range(left):
+                    row[j] = fill
+                inner = row[left:left + ww]
+                for j in range(ww):
+                    inner[j] = s[j]
+                for j in range(left + ww, wp):
+                    row[j] = fill
+            for i in range(top + hh, hp):
+                row = dst[i]
+                for j in range(wp):
+                    row[j] = fill
+
+
 # ---- ReLU ----------------------------------------------------------------------------
 @numba.njit(nogil=True, cache=True)
 def relu(x, y):  # pragma: no cover - compiled

@@ -718,3 +718,34 @@ def test_depthwise_3x3_s1_backward_matches_flat_kernel(n, h, w):
     assert np.array_equal(dx, dx_ref, equal_nan=True) and np.isnan(dx[2]).any() and not np.isnan(dx[[0, 1, 3, 4]]).any()
     assert np.isnan(dwk[2]).all() and not np.isnan(dwk[[0, 1, 3, 4]]).any()
     np.testing.assert_allclose(dwk[[0, 1, 3, 4]], dwk_ref[[0, 1, 3, 4]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+@pytest.mark.parametrize("pads, size_hw", [
+    ((1, 1, 1, 1), (7, 9)),     # 'same' 3x3
+    ((0, 2, 3, 0), (7, 10)),    # asymmetric
+    ((2, 2, 2, 2), (8, 10)),    # cropped at the bottom/right (windows end before)
+    ((1, 1, 1, 1), (9, 11)),    # extended past the padding (ceil mode)
+    ((0, 0, 0, 0), (6, 8)),     # extended only: no top/left
+    ((3, 0, 5, 0), (5, 9)),     # wide top/left padding, cropped after a few rows/columns
+])
+@pytest.mark.parametrize("fill", [0.0, -np.inf])
+def test_compiled_pad_same_as_numpy(dtype, layout, pads, size_hw, fill):
+    """window.pad_channel_major's compiled copy writes what the NumPy slices write,
+    for every pad, crop and extension, from NCHW and from channel-major memory."""
+    from cnnkit.functional.window import pad_channel_major
+    x = np.random.default_rng(3).standard_normal((3, 4, 5, 7)).astype(dtype)
+    if layout == "channel_major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    out = {}
+    for mode in (True, False):
+        previous = runtime.set_jit(mode)
+        try:
+            out[mode] = pad_channel_major(x, pads, size_hw, fill=fill)
+        finally:
+            runtime.set_jit(previous)
+    assert out[True].shape == (4, 3) + size_hw and out[True].dtype == dtype
+    np.testing.assert_array_equal(out[True], out[False])
+    np.testing.assert_array_equal(out[True][:, :, pads[0], pads[2]], x[:, :, 0, 0].T)  # (C, N)
+    assert (out[True][:, :, :pads[0]] == fill).all() and (out[True][:, :, :, :pads[2]] == fill).all()
