@@ -63,8 +63,9 @@ class BatchNormCache(NamedTuple):
     inv_std: np.ndarray          # (C,) 1 / sqrt(var + eps), input dtype   (then built from:)
     weight: np.ndarray | None    # (C,) gamma, or None (affine=False)
     has_bias: bool
-    x: np.ndarray | None = None       # running statistics: a copy of the input, (N, C, ...)
-    mean: np.ndarray | None = None    # running statistics: (C,) running_mean, input dtype
+    x: np.ndarray | None = None       # running statistics: a copy of the input, (N, C, ...);
+    #                                   compiled batch statistics: the input rows themselves
+    mean: np.ndarray | None = None    # (C,) the mean x was centred on (running or batch), input dtype
     relu_mask: np.ndarray | None = None  # a fused ReLU: y > 0 (booleans, (N, C, ...) as y)
 
 
@@ -161,6 +162,11 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     is in the cache): a batch norm followed by a ReLU, with the same bits as
     :func:`cnnkit.functional.relu_forward` / ``relu_backward`` around it. Sequential and
     Graph containers use it for a BatchNorm whose only reader is a ReLU.
+
+    With batch statistics and the compiled kernels (Numba) the cache keeps x itself (no
+    copy when x is channel-major, as conv outputs are; as PyTorch keeps its input) and the
+    backward computes xhat from it again: change x in place after the forward and the
+    gradients are wrong. Without Numba the cache keeps a private xhat.
 
     Returns ``(y, cache)``; pass the cache to :func:`batch_norm_backward`.
     """
