@@ -137,13 +137,13 @@ def pad_channel_major(x: np.ndarray, pads, size_hw, fill: float = 0.0) -> np.nda
     if not needs_fill:  # windows stay inside the input: read it in place
         return x.transpose(1, 0, 2, 3)[:, :, :hp, :wp]  # (C, N, Hp, Wp) view
     xp = np.empty((c, n, hp, wp), dtype=x.dtype)  # (C, N, Hp, Wp)
-    hh, ww = min(h, hp - top), min(w, wp - left)
     x_cn = x.transpose(1, 0, 2, 3)
     jit = jit_kernels() if x.dtype in (np.float32, np.float64) else None
     if jit is not None:  # the same copy, a row at a time (NumPy's strided copies pay per row)
         value = x.dtype.type(fill)
         parallel_ranges(lambda c0, c1: jit.pad_channel_major(x_cn, xp, top, left, value, c0, c1), c, xp.size)
         return xp
+    hh, ww = min(h, hp - top), min(w, wp - left)
 
     def copy(c0, c1):  # the borders filled, the inside copied: each element written once
         part = xp[c0:c1]
