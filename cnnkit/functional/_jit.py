@@ -1994,7 +1994,14 @@ def winograd_input_adjoint(dv, dx, halo, r0, r1, th, tw, top, left):  # pragma: 
     shares with the tile row above go to ``halo`` (C, 2, 2*tw + 2) instead, for the caller
     to add once every range is done (another thread owns that row above). A dense dx, not
     a view into a padded buffer: the ReLU and batch-norm backwards that read it next ran
-    2-5x slower on such a view."""
+    2-5x slower on such a view.
+
+    Where an image's share of the chunk has at least ``WINOGRAD_INPUT_FLAT_MIN`` tiles,
+    :func:`_winograd_input_adjoint_by_columns` does it (long loops); else, per tile row,
+    B across the columns (loops of tw tiles), then down the rows."""
+    if min(th, r1 - r0) * tw >= WINOGRAD_INPUT_FLAT_MIN:
+        _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left)
+        return
     nc, h, w = dx.shape[0], dx.shape[2], dx.shape[3]
     wp = 2 * tw + 2
     t = np.empty((4, wp), dtype=dx.dtype)
@@ -2035,6 +2042,82 @@ def winograd_input_adjoint(dv, dx, halo, r0, r1, th, tw, top, left):  # pragma: 
                 else:
                     for j in range(w):
                         dst[j] = src[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left):  # pragma: no cover
+    """:func:`winograd_input_adjoint` the other way round, the adjoint of
+    :func:`_winograd_input_by_columns`: first B down the rows for all of an image's tiles in
+    the chunk at once (long loops): tile row ty adds to padded rows 2ty..2ty+3, kept as
+    even rows and odd rows, a tile column at a time (de[j], do[j]: tw values a padded row,
+    row after row), so the two tile rows that share a padded row are summed in one loop
+    reading dV at t and t - tw. Then B across the columns, padded row by padded row
+    (overlapping tiles summed), straight into dx's row (or the halo). Each padded row is
+    written whole once per image share, so no row is added to but the halo's. The same
+    sums in another order (a few float32 ulps from the other path).
+
+    One thread, one chunk, kernel alone, ms (row-first / this): 16x16 tiles (16->16 at
+    32x32, 2 images) 0.040 / 0.030; 14x14 (32->32 at 28x28) 0.035 / 0.026; 28x28 (64->64
+    at 56x56) 0.162 / 0.094; 12x12 0.078 / 0.069; 10x10 even; 8x8 1.23x slower, 4x4 2.1x
+    slower (the short loops), hence the same WINOGRAD_INPUT_FLAT_MIN as the forward."""
+    nc, h, w = dx.shape[0], dx.shape[2], dx.shape[3]
+    wp = 2 * tw + 2
+    cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16
+    de = np.empty((4, cap), dtype=dx.dtype)  # even padded rows 2u, per tile column j
+    do = np.empty((4, cap), dtype=dx.dtype)  # odd padded rows 2u + 1
+    row = np.empty(wp, dtype=dx.dtype)
+    uw, one, two = _U(tw), _U(1), _U(2)
+    for c in range(nc):
+        rr = r0
+        while rr < r1:  # an image's tile rows ty0..ty0+cnt-1 at a time
+            n, ty0 = rr // th, rr % th
+            cnt = min(th - ty0, r1 - rr)
+            p = (rr - r0) * tw
+            for j in range(4):  # B down the rows: rows (g0, g1 - g2 + g3, g1 + g2 - g0, -g3)
+                g0, g1, g2, g3 = dv[c, j, p:], dv[c, 4 + j, p:], dv[c, 8 + j, p:], dv[c, 12 + j, p:]
+                e, o = de[j], do[j]
+                for s in range(tw):  # (one array written per loop: vectorized)
+                    e[_U(s)] = g0[_U(s)]
+                for s in range(tw):
+                    o[_U(s)] = g1[_U(s)] - g2[_U(s)] + g3[_U(s)]
+                for s in range(tw, cnt * tw):  # rows shared by tile rows ty (at s) and ty - 1
+                    t = _U(s) - uw
+                    e[_U(s)] = g0[_U(s)] + (g1[t] + g2[t] - g0[t])
+                for s in range(tw, cnt * tw):
+                    t = _U(s) - uw
+                    o[_U(s)] = (g1[_U(s)] - g2[_U(s)] + g3[_U(s)]) - g3[t]
+                for s in range(cnt * tw, (cnt + 1) * tw):  # the last tile row's bottom rows
+                    t = _U(s) - uw
+                    e[_U(s)] = g1[t] + g2[t] - g0[t]
+                for s in range(cnt * tw, (cnt + 1) * tw):
+                    t = _U(s) - uw
+                    o[_U(s)] = -g3[t]
+            for u in range(cnt + 1):  # B across the columns: (D0, D1 - D2 + D3, D1 + D2 - D0, -D3)
+                for a in range(2):
+                    hh = 2 * (ty0 + u) + a - top
+                    to_halo = u == 0 and rr == r0 and ty0 > 0  # shared with the tile row above
+                    if not to_halo and (hh < 0 or hh >= h):
+                        continue  # a padding row
+                    src, q = (de if a == 0 else do), u * tw
+                    d0, d1, d2, d3 = src[0, q:], src[1, q:], src[2, q:], src[3, q:]
+                    row[0] = d0[0]
+                    row[1] = d1[0] - d2[0] + d3[0]
+                    for v in range(1, tw):  # columns shared by tiles tx (at v) and tx - 1
+                        k, t = _U(v), _U(v) - one
+                        row[two * k] = d0[k] + (d1[t] + d2[t] - d0[t])
+                        row[two * k + one] = (d1[k] - d2[k] + d3[k]) - d3[t]
+                    t = uw - one
+                    row[two * uw] = d1[t] + d2[t] - d0[t]
+                    row[two * uw + one] = -d3[t]
+                    if to_halo:
+                        hk = halo[c, a]
+                        for j in range(wp):
+                            hk[j] = row[j]
+                    else:
+                        dst, src_row = dx[c, n, hh], row[left:]
+                        for j in range(w):
+                            dst[j] = src_row[j]
+            rr += cnt
 
 
 # ---- strided im2col / col2im (conv.py's "strided" mode) --------------------------------

@@ -95,7 +95,8 @@ def test_filter_transform_and_gradient_are_adjoint():
 
 
 @pytest.mark.parametrize("kind", ["numpy", "jit"])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 9, 4), (3, 1, 4, 4), (1, 2, 3, 33)])  # (N, C, Ho, Wo)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 2, 9, 4), (3, 1, 4, 4), (1, 2, 3, 33),
+                                   (2, 2, 24, 29), (1, 1, 32, 32)])  # (N, C, Ho, Wo); the last two wide
 def test_tile_transforms_pass_the_dot_product_test(kind, shape):
     """The adjoints that the backward uses are the forward transforms' transposes."""
     k, rng = KERNELS[kind], np.random.default_rng(2)
@@ -264,7 +265,9 @@ def test_input_transform_by_columns_matches_numpy(th, tw, r0, r1):
 def test_input_adjoint_on_wide_images_matches_numpy(th, tw, r0, r1, top, left):
     """The compiled input-transform adjoint writes the same dx rows and halo as the NumPy
     twin (float64, to rounding) on wide images, for chunks starting and ending inside
-    images; rows it does not own stay as they were."""
+    images; rows it does not own stay as they were. Chunks with an image share of 128
+    tiles or more go column-first (_jit._winograd_input_adjoint_by_columns); one tile row
+    takes the row-first loops."""
     rng = np.random.default_rng(5)
     c, n = 2, 3
     h, w = 2 * th + 2 - top - 1, 2 * tw + 2 - left - 1  # (one padding row/column each side at most)
