@@ -9,7 +9,7 @@ speed hits both alike. Each timed step comes after a 0.25 s pause (``_common.set
 other library's idle threads stop spinning first) and then untimed steps for 0.1 s, at
 least one (``_common.warm_up``, as the kernel and ONNX benchmarks do): a training loop
 runs its steps back to back, and a step right after the pause measures this virtual
-machine waking up instead. Measured at 7f5d72e (ResNet-20, same process, median of 4 x 4
+machine waking up instead. Measured at d0a4ed9 (ResNet-20, same process, median of 4 x 4
 steps): back to back 177-180 ms, right after a 0.25 s pause 194-222, after the pause and
 one untimed step 178-180; PyTorch 148-155 back to back, 151-157 after the pause. For
 the first ~25 ms after the pause the two worker threads' parts of each conv ran one

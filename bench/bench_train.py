@@ -24,8 +24,8 @@ on the turn's own batches, as ``_common.warm_up`` does in the other benchmarks: 
 runs its batches back to back, and batches right after the pause measure this virtual
 machine waking up instead (for some 25 ms the host runs the two woken virtual CPUs one
 after the other; see bench_steps.py). The real models never see the warm-up batches.
-Measured at 7f5d72e before the warm-up existed: default turns 1.06-1.14, ``--segment 200``
-1.02, ``--segment 0`` 1.05. ``--cold`` leaves the warm-up out.
+Measured in session 13, before the warm-up existed: default turns 1.06-1.14, ``--segment
+200`` 1.02, ``--segment 0`` 1.05, the same code minutes apart. ``--cold`` leaves the warm-up out.
 
 As bench_kernels.py, this script unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for
 its own process (it re-executes itself before importing NumPy), and applies
@@ -37,10 +37,11 @@ Usage: python bench/bench_train.py [--limit N] [--threads 2] [--batch-size 64]
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
-from _common import WARM, limit_threads, reexec_without_openblas_overrides, settle  # noqa: E402
+from _common import limit_threads, reexec_without_openblas_overrides, settle, warm_up  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -123,7 +124,7 @@ def interleaved_epoch(trainers, batches, segment, warmers=None):
     alternates), so a burst of load from elsewhere on this shared machine falls on both
     libraries alike instead of on whichever happened to be running; each turn starts
     after a pause (``_common.settle``) and, given ``warmers`` (a trainer of a throwaway
-    model per trainer), WARM seconds of that one on the turn's batches, untimed.
+    model per trainer), ``_common.warm_up`` of that one on the turn's batches, untimed.
     Returns, per trainer, (total seconds, losses)."""
     totals = [[0.0, []] for _ in trainers]
     for k, start in enumerate(range(0, len(batches), segment)):
@@ -132,12 +133,8 @@ def interleaved_epoch(trainers, batches, segment, warmers=None):
         for i in order:
             settle()  # (untimed: the other library's idle threads stop spinning first)
             if warmers:
-                end, j = time.perf_counter() + WARM, 0
-                while True:  # at least one batch
-                    warmers[i]([part[j % len(part)]])
-                    j += 1
-                    if time.perf_counter() >= end:
-                        break
+                turn = itertools.cycle(part)
+                warm_up(lambda: warmers[i]([next(turn)]))  # noqa: B023 (called right here)
             seconds, losses = trainers[i](part)
             totals[i][0] += seconds
             totals[i][1].extend(losses)
