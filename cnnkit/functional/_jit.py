@@ -1757,18 +1757,22 @@ def _direct_dw(xp, dy, kh, kw, dh, dw, n0, n1):  # pragma: no cover - compiled
 # and its adjoint therefore run their sums over the whole chunk's tiles (M's and dM's
 # rows are the chunk's tiles end to end), and only split or join tile rows in short
 # loops. The input transform and its adjoint read the padded input's rows at stride 2 per
-# tile row and stay scalar: a "slot layout" that made the input transform's loops long
-# (polyphase planes of the input, a spare slot per tile row) ran it 2.2x faster but cost
-# more elsewhere than it saved (see the README's Speed section).
+# tile row and stay scalar there; on wide images (WINOGRAD_INPUT_FLAT_MIN tiles of an
+# image in the chunk) both go column-first instead, their row sums in long loops over
+# the image's tiles (_winograd_input_by_columns, _winograd_input_adjoint_by_columns). A
+# "slot layout" that made the input transform's loops long everywhere (polyphase planes
+# of the input, a spare slot per tile row) ran it 2.2x faster but cost more elsewhere
+# than it saved (see the README's Speed section).
 # A chunk is the tile rows r0..r1-1 of the whole batch (tile row R is image R // th,
 # row R % th of its tiles); tile (R, tx) is column p = (R - r0)*tw + tx of the chunk's
 # (channels, 16, tiles) arrays: a channel's 16 transformed values lie close together,
 # which made the input transform 25-45% faster than (16, channels, tiles) (1.5-2x on the
 # AVX-512 host for 32 and 64 channels). The GEMMs read each (channels, tiles) slice at a
 # stride; winograd.py pads the rows so that stride is not a multiple of 4 KiB, and the
-# arrays may have spare columns past the chunk's tiles (tw comes from the image's width). The input transform and its
-# adjoint work tile row by tile row (the padded input's rows first, then the tiles'
-# columns); the output transform and its adjoint over all the chunk's tiles at once.
+# arrays may have spare columns past the chunk's tiles (tw comes from the image's width).
+# The input transform and its adjoint work tile row by tile row (or image share by image
+# share, column-first); the output transform and its adjoint over all the chunk's tiles
+# at once.
 
 @numba.njit(nogil=True, cache=True)
 def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
