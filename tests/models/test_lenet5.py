@@ -56,6 +56,31 @@ def test_subsampling_gradients_float64(hw):
     check_layer_grads(layer, x, ("weight", "bias"))
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+@pytest.mark.parametrize("hw", [(28, 28), (10, 10), (7, 9)])
+def test_subsampling_matches_torch_float32(layout, hw):
+    """Against PyTorch: ``4 * avg_pool2d(x, 2) * w + b`` and its gradients (x, w, b), in
+    float32, from NCHW and from channel-major memory (what a conv before it returns)."""
+    torch = pytest.importorskip("torch")
+    layer = Subsampling(6, rng=rng())
+    x = rng(1).standard_normal((5, 6) + hw).astype(np.float32)
+    if layout == "channel_major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    y = layer(x)
+    dy = rng(2).standard_normal(y.shape).astype(np.float32)
+    layer.zero_grad()
+    dx = layer.backward(dy)
+    xt = torch.from_numpy(np.array(x)).requires_grad_()
+    wt = torch.from_numpy(layer.weight.data.copy()).requires_grad_()
+    bt = torch.from_numpy(layer.bias.data.copy()).requires_grad_()
+    yt = 4 * torch.nn.functional.avg_pool2d(xt, 2) * wt[:, None, None] + bt[:, None, None]
+    yt.backward(torch.from_numpy(dy))
+    assert y.dtype == dx.dtype == np.float32 and dx.shape == x.shape
+    for name, ours, theirs in (("y", y, yt), ("dx", dx, xt.grad), ("dw", layer.weight.grad, wt.grad),
+                               ("db", layer.bias.grad, bt.grad)):
+        assert_close(ours, theirs.detach().numpy(), rtol=1e-5, atol=1e-5, what=name)
+
+
 def test_sparse_conv_equals_a_dense_conv_with_zero_kernels():
     conns = [[0], [1, 2], [0, 1, 2]]
     layer = SparseConv2d(3, 3, 3, conns, rng=rng(), dtype=np.float64)
