@@ -55,7 +55,7 @@ K3_ROWS16_MIN_WIDTH, K3_ROWS16_MAX_WIDTH = 13, 15  # the 3x3 stride-1 output wid
 K3_PHASES_MIN_WIDTH = 16  # narrowest 3x3 stride-2 output that the fused-ReLU forward computes from phases
 PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backward_3x3_s2)
 DW_BLOCK = 256  # positions whose products _dw_3x3 sums in the input's precision before float64
-WINOGRAD_INPUT_FLAT_MIN = 128  # tiles of an image in a chunk from which winograd_input goes by columns
+WINOGRAD_INPUT_FLAT_MIN = 128  # tiles of an image in a chunk from which winograd_input_adjoint goes by columns
 
 
 @numba.njit(nogil=True, cache=True)
@@ -1789,9 +1789,16 @@ def _direct_dw(xp, dy, kh, kw, dh, dw, n0, n1):  # pragma: no cover - compiled
 # and its adjoint therefore run their sums over the whole chunk's tiles (M's and dM's
 # rows are the chunk's tiles end to end), and only split or join tile rows in short
 # loops. The input transform and its adjoint read the padded input's rows at stride 2 per
-# tile row and stay scalar there; on wide images (WINOGRAD_INPUT_FLAT_MIN tiles of an
-# image in the chunk) both go column-first instead, their row sums in long loops over
-# the image's tiles (_winograd_input_by_columns, _winograd_input_adjoint_by_columns). A
+# tile row and stay scalar there; the input transform therefore goes column-first, its row
+# sums in long loops over an image's tiles (_winograd_input_by_columns), as its adjoint does
+# on wide images (WINOGRAD_INPUT_FLAT_MIN tiles of an image in the chunk;
+# _winograd_input_adjoint_by_columns). Where one loop computes several rows of V, M or dM
+# (or of a scratch array), they are rows of one array written at run-time offsets from
+# one flat view (``v[c].reshape(-1)``): LLVM vectorizes such a loop (one runtime alias
+# check against the arrays it reads), where separate row views written in one loop stay
+# scalar and one loop per row pays its overhead sixteen times a channel. Four rows a loop:
+# the input transform 1.5-2.2x faster per chunk, the output transform 1.2-1.4x, its
+# adjoint 1.2-1.4x (sixteen rows a loop made it 2x slower), the same bits. A
 # "slot layout" that made the input transform's loops long everywhere (polyphase planes
 # of the input, a spare slot per tile row) ran it 2.2x faster but cost more elsewhere
 # than it saved (see the README's Speed section).
@@ -1802,42 +1809,21 @@ def _direct_dw(xp, dy, kh, kw, dh, dw, n0, n1):  # pragma: no cover - compiled
 # AVX-512 host for 32 and 64 channels). The GEMMs read each (channels, tiles) slice at a
 # stride; winograd.py pads the rows so that stride is not a multiple of 4 KiB, and the
 # arrays may have spare columns past the chunk's tiles (tw comes from the image's width).
-# The input transform and its adjoint work tile row by tile row (or image share by image
-# share, column-first); the output transform and its adjoint over all the chunk's tiles
-# at once.
+# The input transform works image share by image share (column-first), its adjoint tile
+# row by tile row or likewise; the output transform and its adjoint over all the chunk's
+# tiles at once.
 
 @numba.njit(nogil=True, cache=True)
 def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
     """``v[c, 4i+j, p] = (B^T d B)[i, j]`` for every 4x4 input tile d of the padded
     input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (C, 16, (r1-r0)*tw).
-
-    Where an image's share of the chunk has at least ``WINOGRAD_INPUT_FLAT_MIN`` tiles,
-    :func:`_winograd_input_by_columns` does it (long loops); else, per tile row, B^T down
-    the four rows, then across the columns (loops of tw tiles)."""
-    nc, wp = xp.shape[0], xp.shape[3]
-    th, tw = (xp.shape[2] - 2) // 2, (wp - 2) // 2
-    if min(th, r1 - r0) * tw >= WINOGRAD_INPUT_FLAT_MIN:
-        _winograd_input_by_columns(xp, v, r0, r1)
-        return
-    t = np.empty((4, wp), dtype=xp.dtype)
-    for c in range(nc):
-        for rr in range(r0, r1):
-            n, r = rr // th, 2 * (rr % th)
-            d0, d1, d2, d3 = xp[c, n, r], xp[c, n, r + 1], xp[c, n, r + 2], xp[c, n, r + 3]
-            for j in range(wp):  # B^T on the rows
-                t[0, j] = d0[j] - d2[j]
-                t[1, j] = d1[j] + d2[j]
-                t[2, j] = d2[j] - d1[j]
-                t[3, j] = d1[j] - d3[j]
-            p = (rr - r0) * tw
-            for i in range(4):  # and on the columns
-                ti, va, vb, vc, vd = t[i], v[c, 4 * i], v[c, 4 * i + 1], v[c, 4 * i + 2], v[c, 4 * i + 3]
-                for tx in range(tw):
-                    a0, a1, a2, a3 = ti[2 * tx], ti[2 * tx + 1], ti[2 * tx + 2], ti[2 * tx + 3]
-                    va[p + tx] = a0 - a2
-                    vb[p + tx] = a1 + a2
-                    vc[p + tx] = a2 - a1
-                    vd[p + tx] = a1 - a3
+    Column-first, an image's share of the chunk at a time: :func:`_winograd_input_by_columns`.
+    (Until 2026-11-27 images of under ``WINOGRAD_INPUT_FLAT_MIN`` tiles took row-first
+    loops, per tile row B^T down its four rows, then across the columns; since the
+    column-first row sums write V's rows four to a loop that path is faster at every size:
+    one thread, one chunk, 64 channels 8x8 72 -> 43 us, 32 at 16x16 50 -> 18, 64 at 14x14
+    55 -> 34, 256 at 14x14 147 -> 92, 16 at 12x12 21 -> 11.)"""
+    _winograd_input_by_columns(xp, v, r0, r1)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -1847,19 +1833,21 @@ def _winograd_input_by_columns(xp, v, r0, r1):  # pragma: no cover - compiled
     a0 - a2, a1 + a2, a2 - a1, a1 - a3), into even-row and odd-row arrays ce, co laid out
     tile row after tile row (tw a row). Tile (ty, tx) reads rows 2ty..2ty+3, which are
     ce[ty], co[ty], ce[ty+1], co[ty+1] at tx: the rows' B^T is then four loops over all of
-    an image's tiles in the chunk, each array read at t and t + tw. The same sums in
-    another order (a few float32 ulps from the other path).
+    an image's tiles in the chunk, each reading ce[j] and co[j] at t and t + tw and writing
+    four rows of V. The same sums in another order than the row-first loops that small
+    images took until 2026-11-27 (a few float32 ulps; the NumPy twin adds as those did).
 
     One thread, a 512 KiB chunk, kernel alone, against the row-first loops: 16x16 tiles
     (16->16 at 32x32) 38 -> 19 us a chunk (a whole conv's input 2.6 -> 1.24 ms); 12x12
     0.68x, 20x20 0.62x, 32x32 0.56x, 28x28 with 18 tile rows a chunk 0.50x; 112 tiles an
-    image-chunk even, shorter runs lose (8x8 tiles: 2.3x slower) and take the other path.
+    image-chunk even, shorter runs lost (8x8 tiles: 2.3x slower) - with the row sums one
+    loop per V row then, sixteen a channel (see winograd_input for the four-row loops).
     The eight scratch rows are padded to a multiple of 16 floats plus 16: unpadded, 13-,
     14-, 15- and 18-wide tile rows ran 1.1-1.9x slower than the other path (aliasing
     between the scratch rows, it seems), padded 0.68-1.06x. The ResNet-20 training step
     (batch 128), in-process against the previous commit: 0.94-0.98 in five runs of six
     (1.04 in one); cnn_bn's within noise (1.00-1.02)."""
-    nc, wp = xp.shape[0], xp.shape[3]
+    nc, wp, ln = xp.shape[0], xp.shape[3], v.shape[2]
     th, tw = (xp.shape[2] - 2) // 2, (wp - 2) // 2
     cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16
     cs = np.empty((8, cap), dtype=xp.dtype)
@@ -1883,18 +1871,18 @@ def _winograd_input_by_columns(xp, v, r0, r1):  # pragma: no cover - compiled
                         dst[1, t] = a1 + a2
                         dst[2, t] = a2 - a1
                         dst[3, t] = a1 - a3
-            p = _U((rr - r0) * tw)
+            vf = v[c].reshape(-1)  # the channel's 16 rows, one array (see the docstring)
             for j in range(4):  # B^T down the rows: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
                 e, od = ce[j], co[j]
-                va, vb, vc, vd = v[c, j], v[c, 4 + j], v[c, 8 + j], v[c, 12 + j]
-                for t in range(cnt * tw):  # (one array written per loop: vectorized)
-                    va[p + _U(t)] = e[_U(t)] - e[_U(t) + uw]
+                oa = _U(j * ln + (rr - r0) * tw)
+                ob, oc, odd = oa + _U(4 * ln), oa + _U(8 * ln), oa + _U(12 * ln)
                 for t in range(cnt * tw):
-                    vb[p + _U(t)] = od[_U(t)] + e[_U(t) + uw]
-                for t in range(cnt * tw):
-                    vc[p + _U(t)] = e[_U(t) + uw] - od[_U(t)]
-                for t in range(cnt * tw):
-                    vd[p + _U(t)] = od[_U(t)] - od[_U(t) + uw]
+                    u = _U(t)
+                    e0, e1, o0, o1 = e[u], e[u + uw], od[u], od[u + uw]
+                    vf[oa + u] = e0 - e1
+                    vf[ob + u] = o0 + e1
+                    vf[oc + u] = e1 - o0
+                    vf[odd + u] = o0 - o1
             rr += cnt
 
 
@@ -1909,33 +1897,31 @@ def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     stayed scalar); only the interleaving of each tile's 2x2 outputs into y's rows goes
     tile row by tile row. Per chunk, one thread, against that per-tile-row version: 0.30
     (16->16 at 32x32) to 0.76 (256 channels at 14x14), the same bits."""
-    nf, ho, wo = y.shape[0], y.shape[2], y.shape[3]
+    nf, ho, wo, ln = y.shape[0], y.shape[2], y.shape[3], m.shape[2]
     tw = (wo + 1) // 2
     ns = (r1 - r0) * tw  # m may have spare columns past the chunk's tiles
-    s = np.empty((8, ns), dtype=y.dtype)
     q = np.empty((4, ns), dtype=y.dtype)  # each tile's outputs (0,0) (0,1) (1,0) (1,1)
+    qf = q.reshape(-1)
     row = np.empty(2 * tw, dtype=y.dtype)
     zero = y.dtype.type(0)
+    un, ul = _U(ns), _U(ln)
     for f in range(nf):
         bv = b[f] if b.shape[0] > 0 else zero
-        for i in range(4):  # A^T on each row of the tiles: (m0 + m1 + m2, m1 - m2 - m3)
-            ma, mb, mc, md = m[f, 4 * i], m[f, 4 * i + 1], m[f, 4 * i + 2], m[f, 4 * i + 3]
-            sa = s[2 * i]
-            for t in range(ns):
-                sa[t] = ma[t] + mb[t] + mc[t]
-            sb = s[2 * i + 1]
-            for t in range(ns):
-                sb[t] = mb[t] - mc[t] - md[t]
-        s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-        q0, q1, q2, q3 = q[0], q[1], q[2], q[3]
-        for t in range(ns):  # and down the columns
-            q0[t] = s0[t] + s2[t] + s4[t] + bv
+        mf = m[f].reshape(-1)  # M's 16 rows for this filter, one array (see the docstring)
         for t in range(ns):
-            q1[t] = s1[t] + s3[t] + s5[t] + bv
-        for t in range(ns):
-            q2[t] = s2[t] - s4[t] - s6[t] + bv
-        for t in range(ns):
-            q3[t] = s3[t] - s5[t] - s7[t] + bv
+            u = _U(t)
+            m0, m1, m2, m3 = mf[u], mf[ul + u], mf[_U(2) * ul + u], mf[_U(3) * ul + u]
+            m4, m5, m6, m7 = mf[_U(4) * ul + u], mf[_U(5) * ul + u], mf[_U(6) * ul + u], mf[_U(7) * ul + u]
+            m8, m9, m10, m11 = mf[_U(8) * ul + u], mf[_U(9) * ul + u], mf[_U(10) * ul + u], mf[_U(11) * ul + u]
+            m12, m13, m14, m15 = mf[_U(12) * ul + u], mf[_U(13) * ul + u], mf[_U(14) * ul + u], mf[_U(15) * ul + u]
+            s0, s1 = m0 + m1 + m2, m1 - m2 - m3  # A^T on each row of the tile: (m0 + m1 + m2, m1 - m2 - m3)
+            s2, s3 = m4 + m5 + m6, m5 - m6 - m7
+            s4, s5 = m8 + m9 + m10, m9 - m10 - m11
+            s6, s7 = m12 + m13 + m14, m13 - m14 - m15
+            qf[u] = s0 + s2 + s4 + bv  # and down the columns
+            qf[un + u] = s1 + s3 + s5 + bv
+            qf[_U(2) * un + u] = s2 - s4 - s6 + bv
+            qf[_U(3) * un + u] = s3 - s5 - s7 + bv
         for rr in range(r0, r1):
             n, r = rr // th, 2 * (rr % th)
             p = (rr - r0) * tw
@@ -1967,7 +1953,7 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     ns = (r1 - r0) * tw  # dm may have spare columns past the chunk's tiles
     row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
     g = np.empty((4, ns), dtype=dy.dtype)  # each tile's dY (0,0) (0,1) (1,0) (1,1)
-    s = np.empty((8, ns), dtype=dy.dtype)
+    ul = _U(dm.shape[2])
     for f in range(nf):
         for rr in range(r0, r1):
             n, r = rr // th, 2 * (rr % th)
@@ -1987,37 +1973,25 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
                     ga[tx] = rk[2 * tx]
                     gb[tx] = rk[2 * tx + 1]
         g00, g01, g10, g11 = g[0], g[1], g[2], g[3]
-        s0, s1, s2, s3, s4, s5, s6, s7 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-        for t in range(ns):  # A down the tiles' columns: (g0, g0 + g1, g0 - g1, -g1)
-            s0[t] = g00[t]
-        for t in range(ns):
-            s1[t] = g01[t]
-        for t in range(ns):
-            s2[t] = g00[t] + g10[t]
-        for t in range(ns):
-            s3[t] = g01[t] + g11[t]
-        for t in range(ns):
-            s4[t] = g00[t] - g10[t]
-        for t in range(ns):
-            s5[t] = g01[t] - g11[t]
-        for t in range(ns):
-            s6[t] = -g10[t]
-        for t in range(ns):
-            s7[t] = -g11[t]
-        for i in range(4):  # and across their rows
-            sa, sb = s[2 * i], s[2 * i + 1]
-            o = dm[f, 4 * i]
+        df = dm[f].reshape(-1)  # dM's 16 rows for this filter, one array (see the docstring)
+        for i in range(4):  # a loop for each row of the tiles, writing its four values
+            o = _U(4 * i) * ul
             for t in range(ns):
-                o[t] = sa[t]
-            o = dm[f, 4 * i + 1]
-            for t in range(ns):
-                o[t] = sa[t] + sb[t]
-            o = dm[f, 4 * i + 2]
-            for t in range(ns):
-                o[t] = sa[t] - sb[t]
-            o = dm[f, 4 * i + 3]
-            for t in range(ns):
-                o[t] = -sb[t]
+                u = _U(t)
+                a0, a1, b0, b1 = g00[u], g01[u], g10[u], g11[u]
+                # A down the tiles' columns: (g0, g0 + g1, g0 - g1, -g1) ...
+                if i == 0:
+                    sa, sb = a0, a1
+                elif i == 1:
+                    sa, sb = a0 + b0, a1 + b1
+                elif i == 2:
+                    sa, sb = a0 - b0, a1 - b1
+                else:
+                    sa, sb = -b0, -b1
+                df[o + u] = sa  # ... and across their rows
+                df[o + ul + u] = sa + sb
+                df[o + _U(2) * ul + u] = sa - sb
+                df[o + _U(3) * ul + u] = -sb
 
 
 @numba.njit(nogil=True, cache=True)
@@ -2099,8 +2073,9 @@ def _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left):
     nc, h, w = dx.shape[0], dx.shape[2], dx.shape[3]
     wp = 2 * tw + 2
     cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16
-    de = np.empty((4, cap), dtype=dx.dtype)  # even padded rows 2u, per tile column j
-    do = np.empty((4, cap), dtype=dx.dtype)  # odd padded rows 2u + 1
+    dd = np.empty((8, cap), dtype=dx.dtype)
+    de, do = dd[:4], dd[4:]  # even padded rows 2u and odd rows 2u + 1, per tile column j
+    ddf, uc = dd.reshape(-1), _U(cap)
     row = np.empty(wp, dtype=dx.dtype)
     uw, one, two = _U(tw), _U(1), _U(2)
     for c in range(nc):
@@ -2111,23 +2086,21 @@ def _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left):
             p = (rr - r0) * tw
             for j in range(4):  # B down the rows: rows (g0, g1 - g2 + g3, g1 + g2 - g0, -g3)
                 g0, g1, g2, g3 = dv[c, j, p:], dv[c, 4 + j, p:], dv[c, 8 + j, p:], dv[c, 12 + j, p:]
-                e, o = de[j], do[j]
-                for s in range(tw):  # (one array written per loop: vectorized)
-                    e[_U(s)] = g0[_U(s)]
-                for s in range(tw):
-                    o[_U(s)] = g1[_U(s)] - g2[_U(s)] + g3[_U(s)]
+                oe, oo = _U(j) * uc, _U(4 + j) * uc  # rows j of de and do, in the one array dd
+                for s in range(tw):  # (see the docstring for the loops' shape)
+                    u = _U(s)
+                    ddf[oe + u] = g0[u]
+                    ddf[oo + u] = g1[u] - g2[u] + g3[u]
                 for s in range(tw, cnt * tw):  # rows shared by tile rows ty (at s) and ty - 1
-                    t = _U(s) - uw
-                    e[_U(s)] = g0[_U(s)] + (g1[t] + g2[t] - g0[t])
-                for s in range(tw, cnt * tw):
-                    t = _U(s) - uw
-                    o[_U(s)] = (g1[_U(s)] - g2[_U(s)] + g3[_U(s)]) - g3[t]
+                    u = _U(s)
+                    t = u - uw
+                    ddf[oe + u] = g0[u] + (g1[t] + g2[t] - g0[t])
+                    ddf[oo + u] = (g1[u] - g2[u] + g3[u]) - g3[t]
                 for s in range(cnt * tw, (cnt + 1) * tw):  # the last tile row's bottom rows
-                    t = _U(s) - uw
-                    e[_U(s)] = g1[t] + g2[t] - g0[t]
-                for s in range(cnt * tw, (cnt + 1) * tw):
-                    t = _U(s) - uw
-                    o[_U(s)] = -g3[t]
+                    u = _U(s)
+                    t = u - uw
+                    ddf[oe + u] = g1[t] + g2[t] - g0[t]
+                    ddf[oo + u] = -g3[t]
             for u in range(cnt + 1):  # B across the columns: (D0, D1 - D2 + D3, D1 + D2 - D0, -D3)
                 for a in range(2):
                     hh = 2 * (ty0 + u) + a - top

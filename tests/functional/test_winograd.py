@@ -245,12 +245,13 @@ def test_which_convs_take_winograd():
         runtime.set_jit(previous)
 
 
-@pytest.mark.parametrize("th,tw,r0,r1", [(16, 16, 0, 48), (16, 16, 5, 29), (16, 16, 16, 17), (9, 15, 4, 22)])
+@pytest.mark.parametrize("th,tw,r0,r1", [(16, 16, 0, 48), (16, 16, 5, 29), (16, 16, 16, 17), (9, 15, 4, 22),
+                                         (4, 4, 0, 12), (4, 4, 3, 10), (7, 7, 2, 19), (1, 1, 0, 3)])
 def test_input_transform_by_columns_matches_numpy(th, tw, r0, r1):
-    """Where an image's share of a chunk holds 128 tiles or more, the compiled input
-    transform goes column-first (_jit._winograd_input_by_columns): the same V as the NumPy
-    twin to float64 rounding, for chunks that start and end inside images (and one tile
-    row, which takes the row-first loops)."""
+    """The compiled input transform goes column-first (_jit._winograd_input_by_columns,
+    four rows of V written per loop): the same V as the NumPy twin (row-first) to float64
+    rounding, on wide and small images (1x1 to 16x16 tiles), for chunks that start and end
+    inside images and for one tile row."""
     rng = np.random.default_rng(4)
     c, n = 2, 3
     xp = rng.standard_normal((c, n, 2 * th + 2, 2 * tw + 2))
