@@ -55,7 +55,7 @@ K3_ROWS16_MIN_WIDTH, K3_ROWS16_MAX_WIDTH = 13, 15  # the 3x3 stride-1 output wid
 K3_PHASES_MIN_WIDTH = 16  # narrowest 3x3 stride-2 output that the fused-ReLU forward computes from phases
 PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backward_3x3_s2)
 DW_BLOCK = 256  # positions whose products _dw_3x3 sums in the input's precision before float64
-WINOGRAD_INPUT_FLAT_MIN = 128  # tiles of an image in a chunk from which winograd_input_adjoint goes by columns
+WINOGRAD_ADJOINT_FLAT_MIN = 64  # tiles of an image in a chunk from which winograd_input_adjoint goes by columns
 
 
 @numba.njit(nogil=True, cache=True)
@@ -1791,7 +1791,7 @@ def _direct_dw(xp, dy, kh, kw, dh, dw, n0, n1):  # pragma: no cover - compiled
 # loops. The input transform and its adjoint read the padded input's rows at stride 2 per
 # tile row and stay scalar there; the input transform therefore goes column-first, its row
 # sums in long loops over an image's tiles (_winograd_input_by_columns), as its adjoint does
-# on wide images (WINOGRAD_INPUT_FLAT_MIN tiles of an image in the chunk;
+# on wide images (WINOGRAD_ADJOINT_FLAT_MIN tiles of an image in the chunk;
 # _winograd_input_adjoint_by_columns). Where one loop computes several rows of V, M or dM
 # (or of a scratch array), they are rows of one array written at run-time offsets from
 # one flat view (``v[c].reshape(-1)``): LLVM vectorizes such a loop (one runtime alias
@@ -1818,7 +1818,7 @@ def winograd_input(xp, v, r0, r1):  # pragma: no cover - compiled
     """``v[c, 4i+j, p] = (B^T d B)[i, j]`` for every 4x4 input tile d of the padded
     input xp (C, N, 2*th + 2, 2*tw + 2) in tile rows r0..r1-1; v: (C, 16, (r1-r0)*tw).
     Column-first, an image's share of the chunk at a time: :func:`_winograd_input_by_columns`.
-    (Until 2026-11-27 images of under ``WINOGRAD_INPUT_FLAT_MIN`` tiles took row-first
+    (Until 2026-11-27 images of under 128 tiles took row-first
     loops, per tile row B^T down its four rows, then across the columns; since the
     column-first row sums write V's rows four to a loop that path is faster at every size:
     one thread, one chunk, 64 channels 8x8 72 -> 43 us, 32 at 16x16 50 -> 18, 64 at 14x14
@@ -2006,10 +2006,10 @@ def winograd_input_adjoint(dv, dx, halo, r0, r1, th, tw, top, left):  # pragma: 
     a view into a padded buffer: the ReLU and batch-norm backwards that read it next ran
     2-5x slower on such a view.
 
-    Where an image's share of the chunk has at least ``WINOGRAD_INPUT_FLAT_MIN`` tiles,
+    Where an image's share of the chunk has at least ``WINOGRAD_ADJOINT_FLAT_MIN`` tiles,
     :func:`_winograd_input_adjoint_by_columns` does it (long loops); else, per tile row,
     B across the columns (loops of tw tiles), then down the rows."""
-    if min(th, r1 - r0) * tw >= WINOGRAD_INPUT_FLAT_MIN:
+    if min(th, r1 - r0) * tw >= WINOGRAD_ADJOINT_FLAT_MIN:
         _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left)
         return
     nc, h, w = dx.shape[0], dx.shape[2], dx.shape[3]
@@ -2069,7 +2069,10 @@ def _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left):
     One thread, one chunk, kernel alone, ms (row-first / this): 16x16 tiles (16->16 at
     32x32, 2 images) 0.040 / 0.030; 14x14 (32->32 at 28x28) 0.035 / 0.026; 28x28 (64->64
     at 56x56) 0.162 / 0.094; 12x12 0.078 / 0.069; 10x10 even; 8x8 1.23x slower, 4x4 2.1x
-    slower (the short loops), hence the same WINOGRAD_INPUT_FLAT_MIN as the forward."""
+    slower (the short loops). Since both scratch rows are written per loop (2026-11-27,
+    rows of one array), 16x16 tiles (ResNet-20's 32->32) 52.5 -> 47.3 us and 10x10 20.2 ->
+    16.0 against the row-first loops, 7x7 67 -> 70, 6x6 23 -> 25, 4x4 75 -> 91: hence
+    WINOGRAD_ADJOINT_FLAT_MIN = 64."""
     nc, h, w = dx.shape[0], dx.shape[2], dx.shape[3]
     wp = 2 * tw + 2
     cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16

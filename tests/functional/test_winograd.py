@@ -262,13 +262,15 @@ def test_input_transform_by_columns_matches_numpy(th, tw, r0, r1):
 
 
 @pytest.mark.parametrize("th,tw,r0,r1,top,left", [(16, 16, 0, 48, 1, 1), (16, 16, 5, 29, 1, 1),
-                                                  (16, 16, 16, 17, 0, 1), (9, 15, 4, 22, 2, 0)])
+                                                  (16, 16, 16, 17, 0, 1), (9, 15, 4, 22, 2, 0),
+                                                  (8, 8, 3, 21, 1, 1), (7, 7, 2, 19, 1, 1)])
 def test_input_adjoint_on_wide_images_matches_numpy(th, tw, r0, r1, top, left):
     """The compiled input-transform adjoint writes the same dx rows and halo as the NumPy
     twin (float64, to rounding) on wide images, for chunks starting and ending inside
-    images; rows it does not own stay as they were. Chunks with an image share of 128
-    tiles or more go column-first (_jit._winograd_input_adjoint_by_columns); one tile row
-    takes the row-first loops."""
+    images; rows it does not own stay as they were. Chunks with an image share of
+    WINOGRAD_ADJOINT_FLAT_MIN (64) tiles or more go column-first
+    (_jit._winograd_input_adjoint_by_columns); one tile row, and the 7x7 tiles, take the
+    row-first loops."""
     rng = np.random.default_rng(5)
     c, n = 2, 3
     h, w = 2 * th + 2 - top - 1, 2 * tw + 2 - left - 1  # (one padding row/column each side at most)
