@@ -52,7 +52,7 @@ FLAT_MAX_WIDTH = 16  # widest output the flat (shift) forward takes; see above
 FLAT_BLOCK = 4096    # padded-grid positions per flat block (16 KiB of float32 scratch)
 PAD_ZERO_FIRST = 4096  # channels of up to this many padded elements are zeroed whole (_pad_channel)
 K3_ROWS16_MIN_WIDTH, K3_ROWS16_MAX_WIDTH = 13, 15  # the 3x3 stride-1 output widths _forward_3x3_rows16 takes
-K3_PHASES_MIN_WIDTH = 16  # narrowest 3x3 stride-2 output that the fused-ReLU forward computes from phases
+K3_PHASES_MIN_WIDTH = 8  # narrowest 3x3 stride-2 output that the fused-ReLU forward computes from phases
 PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backward_3x3_s2)
 DW_BLOCK = 256  # positions whose products _dw_3x3 sums in the input's precision before float64
 WINOGRAD_ADJOINT_FLAT_MIN = 64  # tiles of an image in a chunk from which winograd_input_adjoint goes by columns
@@ -73,13 +73,6 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
     keep = xp.shape[0] > 0
     has_bias = b.shape[0] > 0
     k3 = (w.shape[1] == 3 and w.shape[2] == 3 and dh == 1 and dw == 1 and sh == sw and sh <= 2)
-    if k3 and sh == 2 and not keep and y.shape[3] >= K3_PHASES_MIN_WIDTH:  # unit-stride taps from a
-        # scratch plane kept as its even and odd columns
-        ph = np.zeros((2, xp.shape[1], xp.shape[2], y.shape[3] + 1), dtype=xp.dtype)
-        for c in range(c0, c1):
-            _copy_phases(x, ph, c, pt, pl)
-            _forward_3x3_s2_phases(ph, w, y, c, has_bias, b[c] if has_bias else y.dtype.type(0), relu)
-        return
     if k3:
         buf = xp if keep else np.zeros((1, xp.shape[1], xp.shape[2], xp.shape[3]), dtype=xp.dtype)
         narrow = sh == 1 and K3_ROWS16_MIN_WIDTH <= y.shape[3] <= K3_ROWS16_MAX_WIDTH
@@ -117,40 +110,59 @@ def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # 
 
 
 @numba.njit(nogil=True, cache=True)
-def _copy_phases(x, ph, c, pt, pl):  # pragma: no cover - compiled
+def depthwise_3x3_s2_phases(xf, sn, sc, nb, h, wd, hp, w, b, y, pt, pl, c0, c1, relu):  # pragma: no cover
+    """The forward of a 3x3 stride-2 depthwise conv with no padded copy kept (a fused
+    ReLU: inference), outputs at least ``K3_PHASES_MIN_WIDTH`` wide, for channels c0..c1-1:
+    each channel's padded plane (hp rows) is kept in one scratch array as its even and
+    odd columns (_copy_phases), from which every tap is a unit-stride load
+    (_forward_3x3_s2_phases). Plane (n, c) of x (h x wd, rows contiguous) starts at
+    ``xf[n*sn + c*sc]`` (conv.py's _planes); b: (C,) or empty; y: (C, N, Ho, Wo)."""
+    ph = np.zeros((2, nb, hp, y.shape[3] + 1), dtype=y.dtype)
+    has_bias = b.shape[0] > 0
+    for c in range(c0, c1):
+        _copy_phases(xf, sn, sc, nb, h, wd, ph, c, pt, pl)
+        _forward_3x3_s2_phases(ph, w, y, c, has_bias, b[c] if has_bias else y.dtype.type(0), relu)
+
+
+@numba.njit(nogil=True, cache=True)
+def _copy_phases(xf, sn, sc, nb, h, wd, ph, c, pt, pl):  # pragma: no cover - compiled
     """Channel c of x placed at (pt, pl) of a zero-bordered padded plane kept as its even
     and odd columns: ``ph[0, n, pt + a, t]`` = column 2t, ``ph[1, n, pt + a, t]`` = column
-    2t + 1 of the padded row (positions outside x are not written: they stay zero)."""
-    nb, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    2t + 1 of the padded row (positions outside x are not written: they stay zero).
+
+    Both phases are written in one loop, as rows of the one array ph at run-time offsets
+    from a flat view, from a flat x: LLVM vectorizes it (two loads a step, shuffled).
+    With x's rows as 1-D views of a (C, N, H, W) view and one loop per phase in blocks of
+    eight, it stayed scalar: one thread, batch 1, 64 @112 151 -> 56 us, 128 @56 94 -> 38,
+    256 @28 73 -> 44."""
     rows, wq = max(0, min(h, ph.shape[2] - pt)), ph.shape[3]
     t0 = (pl + 1) // 2  # the first even column inside x
     te = max(t0, min(wq, (wd - 1 + pl) // 2 + 1))  # past the last even column inside x
     u0 = pl // 2  # the first odd column inside x (padded column 2u + 1 >= pl)
     to = max(u0, min(wq, (wd - 2 + pl) // 2 + 1))
     ta, tb = max(t0, u0), max(max(t0, u0), min(te, to))  # both columns inside x
-    tb8 = ta + (tb - ta) // 8 * 8
+    phf = ph.reshape(-1)
+    half = _U(ph.shape[1] * ph.shape[2] * wq)  # from a row of even columns to its odd columns
+    two = _U(2)
     for n in range(nb):
         for a in range(rows):
-            src, e, o = x[c, n, a], ph[0, n, pt + a], ph[1, n, pt + a]
-            for t8 in range(ta, tb8, 8):  # blocks of 8 (a constant trip count, unsigned indices:
-                q, u = _U(2 * t8 - pl), _U(t8)  # wide loads and shuffles; plain loops stayed scalar)
-                for k in range(8):
-                    e[u + _U(k)] = src[q + _U(2 * k)]
-            for t8 in range(ta, tb8, 8):
-                q, u = _U(2 * t8 + 1 - pl), _U(t8)
-                for k in range(8):
-                    o[u + _U(k)] = src[q + _U(2 * k)]
-            for t in range(tb8, tb):
-                e[t] = src[2 * t - pl]
-                o[t] = src[2 * t + 1 - pl]
+            sb = n * sn + c * sc + a * wd - pl  # x's row, shifted to padded columns
+            eb = _U((n * ph.shape[2] + pt + a) * wq)
+            ob = eb + half
+            ua, ue, uo = _U(sb + 2 * ta), eb + _U(ta), ob + _U(ta)
+            for t in range(tb - ta):
+                u = _U(t)
+                v0, v1 = xf[ua + two * u], xf[ua + two * u + _U(1)]
+                phf[ue + u] = v0
+                phf[uo + u] = v1
             for t in range(t0, ta):
-                e[t] = src[2 * t - pl]
+                phf[eb + _U(t)] = xf[sb + 2 * t]
             for t in range(tb, te):
-                e[t] = src[2 * t - pl]
+                phf[eb + _U(t)] = xf[sb + 2 * t]
             for t in range(u0, ta):
-                o[t] = src[2 * t + 1 - pl]
+                phf[ob + _U(t)] = xf[sb + 2 * t + 1]
             for t in range(tb, to):
-                o[t] = src[2 * t + 1 - pl]
+                phf[ob + _U(t)] = xf[sb + 2 * t + 1]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -161,9 +173,11 @@ def _forward_3x3_s2_phases(ph, w, y, c, has_bias, bv, relu):  # pragma: no cover
 
     MobileNet v1's stride-2 depthwise convs at batch 1, one thread, the whole kernel
     (copy + taps), us: 64 @112 329 -> 249, 128 @56 203 -> 160, 256 @28 156 -> 129; but
-    512 @14 (7 wide) 120 -> 133, hence ``K3_PHASES_MIN_WIDTH``. Of the 249: the taps 46
-    (176 with stride-2 loads from the plain padded plane), the de-interleaving copy 148
-    (a plain copy 53; blocks of 8 with unsigned indices did not make it vectorize)."""
+    512 @14 (7 wide) 120 -> 133. Of the 249: the taps 46 (176 with stride-2 loads from
+    the plain padded plane), the de-interleaving copy 148, which now vectorizes
+    (_copy_phases: 151 -> 56 us). With that copy, conv2d_forward at batch 1, 2 threads,
+    ms: 64 @112 0.26 -> 0.15, 128 @56 0.18 -> 0.11, 256 @28 (14 wide, then under
+    ``K3_PHASES_MIN_WIDTH``, now 8) 0.17 -> 0.12; 512 @14 (7 wide) 0.139 -> 0.134, even."""
     nb, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     zero = y.dtype.type(0)
     w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]

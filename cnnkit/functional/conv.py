@@ -114,6 +114,17 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1, relu),
                         n, y.size * cg * kh * kw)
         kept = None
+    elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
+          and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
+        # no backward: the padded plane as even and odd columns, a channel at a time in cache
+        y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
+        wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
+        bk = b if b is not None else _unused(1, x.dtype)
+        xf, sn, sc = _planes(x)
+        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_s2_phases(xf, sn, sc, n, h, wd, geo.padded_hw[0], wk, bk, y,
+                                                                   pads[0], pads[2], c0, c1, relu),
+                        c, 2 * kh * kw * y.size)
+        cache_x = None
     elif jit is not None:  # the same multiply-adds as below, compiled: padding and taps, one pass
         # (C, N, Hp, Wp), for the backward; with a fused ReLU (no backward) none is kept
         xp = np.empty((0 if inference else c, n) + tuple(geo.padded_hw), dtype=x.dtype)
@@ -368,6 +379,16 @@ def _direct(geo: "_Geometry", depthwise: bool):
     if jit is None or geo.x_shape[1] * geo.w_shape[2] * geo.w_shape[3] > jit.DIRECT_MAX_K:
         return None
     return jit
+
+
+def _planes(a: np.ndarray):
+    """``(flat, sn, sc)``: a 1-D array over a's memory in which plane (n, c) of a (N, C,
+    H, W) starts at ``n*sn + c*sc``, rows contiguous. NCHW and channel-major (C, N, H, W)
+    memory are used as they are; other layouts are copied to NCHW first."""
+    n, c, h, w = a.shape
+    if not a.flags.c_contiguous and a.transpose(1, 0, 2, 3).flags.c_contiguous:
+        return a.transpose(1, 0, 2, 3).reshape(-1), h * w, n * h * w
+    return np.ascontiguousarray(a).reshape(-1), c * h * w, h * w
 
 
 class _WinogradSaved:

@@ -423,8 +423,9 @@ DW_FUSED_SHAPES = [  # (N, C, H, W, kernel, stride, padding): the fused-ReLU (no
     (1, 4, 32, 32, 3, 1, 1),    # 32 wide: the row kernel
     (3, 2, 13, 15, 3, 1, 1),    # 15 wide: 16-value rows, the last ones in a plain loop
     (1, 4, 40, 33, 3, 1, 1),    # 33 wide: the row kernel
-    (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut)
-    (2, 3, 33, 37, 3, 2, 1),    # 3x3 s2, outputs 16+ wide: even/odd column phases, blocks of 8
+    (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut), 8 wide: column phases
+    (2, 3, 13, 13, 3, 2, 1),    # 3x3 s2, 7 wide: the row kernel
+    (2, 3, 33, 37, 3, 2, 1),    # 3x3 s2, outputs 16+ wide: even/odd column phases
     (1, 3, 34, 40, 3, 2, 0),    # the same without padding
     (1, 2, 36, 35, 3, 2, (1, 2)),  # and with 2 columns of padding (one phase starts later)
     (1, 3, 12, 12, 3, 1, (0, 2)),  # 3x3 with padding on one axis only
@@ -443,8 +444,11 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
     rng = np.random.default_rng(abs(hash(shape)) % 2**32)
     w = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32) if bias else None
-    for layout in ("contiguous", "transposed"):
-        x = T.make_array(rng, (n, c, h, wd), layout, np.float32)
+    for layout in ("contiguous", "transposed", "channel_major"):
+        if layout == "channel_major":  # (C, N, H, W) memory, as a conv or batch norm returns
+            x = np.ascontiguousarray(rng.standard_normal((c, n, h, wd)).astype(np.float32)).transpose(1, 0, 2, 3)
+        else:
+            x = T.make_array(rng, (n, c, h, wd), layout, np.float32)
         x[0, 0, 1, 1], x[-1, -1, -2, -2] = np.nan, -0.0
         fused, cache = conv2d_forward(x, w, b, stride, padding, groups=c, relu=True)
         assert cache is None
@@ -464,8 +468,8 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
 def test_depthwise_fused_relu_turns_minus_zero_to_zero(h, wd, stride):
     """The compiled 3x3 depthwise forward clamps each value as it stores it: a sum that
     is -0.0 (a zero filter on negative inputs) becomes +0.0, as relu() makes it, on the
-    16-value rows (14 wide), the row kernel (9, 20 wide) and stride 2 (8 wide: the row
-    kernel; 20 wide: from column phases)."""
+    16-value rows (14 wide), the row kernel (9, 20 wide) and stride 2 (8 and 20 wide: from
+    column phases)."""
     if runtime.jit_kernels() is None:
         pytest.skip("Numba is not installed")
     rng = np.random.default_rng(h * 31 + stride)
