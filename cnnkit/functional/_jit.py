@@ -675,16 +675,6 @@ def depthwise_backward_rows(xp, w, dy, dxp, dwk, sh, sw, dh, dw, c0, c1, need_dx
                     dwk[c, p, q] = total
 
 
-@numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
-def _dot64(a, ao, b, bo, n):  # pragma: no cover - compiled
-    """``sum_t a[ao + t] * b[bo + t]`` for t < n, float64 products summed in float64
-    (reassociated, so that it vectorizes)."""
-    total = 0.0
-    for t in range(n):
-        total += np.float64(a[_U(ao) + _U(t)]) * np.float64(b[_U(bo) + _U(t)])
-    return total
-
-
 @numba.njit(nogil=True, cache=True)
 def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_dw):  # pragma: no cover
     """Depthwise backward for 3x3 at stride 2, no dilation (MobileNet's four downsampling
@@ -693,8 +683,8 @@ def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_
     after the other, each image's plane Ho + 1 rows of Wo + 1 (``w1``). Tap (p, q) then
     reads phase (p % 2, q % 2) shifted by ``(p // 2) * w1 + q // 2``: a contiguous run,
     whatever the image width. With dy laid out the same way (zeros in the extra row and
-    column), ``dw[p, q]`` is one long dot product per block (float64, blocks summed in
-    order) and each phase of dx a sum of one to four shifted copies of dy, interleaved
+    column), ``dw[p, q]`` is one long dot product per block (all nine in one pass,
+    _dw_3x3_phases) and each phase of dx a sum of one to four shifted copies of dy, interleaved
     straight into dx (C, N, H, W) (padding pt rows on top and pl columns on the left
     dropped; every element written, zeros where no window reaches).
 
@@ -747,22 +737,20 @@ def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_
                             for k in range(wo + 1):
                                 p2[o + _U(k)] = 0
                                 p3[o + _U(k)] = 0
-                for p in range(3):
-                    for q in range(3):
-                        off = (p // 2) * w1 + q // 2
-                        sums[3 * p + q] += _dot64(g, front, ph[(p % 2) * 2 + q % 2], off, m * plane)
+                _dw_3x3_phases(g[front:front + m * plane], ph.reshape(-1), ph.shape[1], w1, sums)
             if need_dx:
                 w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
                 w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
                 w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
                 d0, d1, d2, d3 = ph[0], ph[1], ph[2], ph[3]
                 f, b1, b2 = _U(front), _U(w1), _U(w1 + 1)
-                for t in range(m * plane):  # dP[s] = sum over the phase's taps of w * dy[s - shift]
-                    s = _U(t) + f
-                    d0[t] = w00 * g[s] + w02 * g[s - one] + w20 * g[s - b1] + w22 * g[s - b2]
-                    d1[t] = w01 * g[s] + w21 * g[s - b1]
-                    d2[t] = w10 * g[s] + w12 * g[s - one]
-                    d3[t] = w11 * g[s]
+                phf, lr = ph.reshape(-1), _U(ph.shape[1])  # the four phases: rows of one array,
+                for t in range(m * plane):  # written in one loop (vectorized; four row views were not)
+                    s, u = _U(t) + f, _U(t)  # dP[s] = sum over the phase's taps of w * dy[s - shift]
+                    phf[u] = w00 * g[s] + w02 * g[s - one] + w20 * g[s - b1] + w22 * g[s - b2]
+                    phf[lr + u] = w01 * g[s] + w21 * g[s - b1]
+                    phf[_U(2) * lr + u] = w10 * g[s] + w12 * g[s - one]
+                    phf[_U(3) * lr + u] = w11 * g[s]
                 for n in range(m):
                     xn = dx[c, n0 + n]
                     for u in range(ho + 1):
@@ -793,6 +781,43 @@ def depthwise_backward_3x3_s2(xp, w, dy, dx, dwk, pt, pl, c0, c1, need_dx, need_
         if need_dw:
             for k in range(9):
                 dwk[c, k // 3, k % 3] = sums[k]
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _dw_3x3_phases(g, phf, lr, w1, sums):  # pragma: no cover - compiled
+    """``sums[3p + q] += sum_t g[t] * P_pq[t + (p // 2)*w1 + q // 2]``, P_pq the phase
+    (p % 2, q % 2): row ``2*(p % 2) + q % 2`` of the (4, lr) phase array (flat, ``phf``).
+    All nine in one pass over g, in blocks of ``DW_BLOCK`` positions summed in g's
+    precision (fused multiply-adds), the blocks in float64: as _dw_3x3 does for stride 1.
+    It replaced nine float64 dot products, one pass each."""
+    zero = g.dtype.type(0)
+    n = g.shape[0]
+    ul, o1 = _U(lr), _U(1)
+    r1, r2, r3 = ul, _U(2) * ul, _U(3) * ul
+    b1, b2 = _U(w1), _U(w1 + 1)
+    for t0 in range(0, n, DW_BLOCK):
+        s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+        for t in range(t0, min(t0 + DW_BLOCK, n)):
+            u = _U(t)
+            gv = g[u]
+            s00 += gv * phf[u]
+            s01 += gv * phf[r1 + u]
+            s02 += gv * phf[u + o1]
+            s10 += gv * phf[r2 + u]
+            s11 += gv * phf[r3 + u]
+            s12 += gv * phf[r2 + u + o1]
+            s20 += gv * phf[u + b1]
+            s21 += gv * phf[r1 + u + b1]
+            s22 += gv * phf[u + b2]
+        sums[0] += s00
+        sums[1] += s01
+        sums[2] += s02
+        sums[3] += s10
+        sums[4] += s11
+        sums[5] += s12
+        sums[6] += s20
+        sums[7] += s21
+        sums[8] += s22
 
 
 # ---- batch normalization with batch statistics (training) ----------------------------

@@ -730,22 +730,26 @@ def test_depthwise_3x3_s1_backward_matches_flat_kernel(n, h, w):
 
 
 @pytest.mark.parametrize("jit_mode", [True])
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("n,c,h", [(8, 64, 14), (2, 16, 56), (4, 32, 7), (3, 5, 9), (8, 2, 112)])
-def test_depthwise_dw_float32_sums_no_worse_than_torch(jit_mode, n, c, h):
-    """dw of the 3x3 'same' depthwise conv, summed in float32 blocks (_jit._dw_3x3): its
-    error against float64 sums, relative to the sum of the terms' magnitudes, is at most
-    PyTorch's float32 error on the same data (measured: 5-100x below it)."""
+def test_depthwise_dw_float32_sums_no_worse_than_torch(jit_mode, stride, n, c, h):
+    """dw of MobileNet's 3x3 depthwise convs (padding 1; stride 1: _jit._dw_3x3, stride 2:
+    _jit._dw_3x3_phases), summed in float32 blocks: its error against float64 sums,
+    relative to the sum of the terms' magnitudes, is at most PyTorch's float32 error on
+    the same data (measured: 5-100x below it)."""
     rng = np.random.default_rng(n * 1000 + c + h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
     w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((n, c, h, h)).astype(np.float32)
+    ho = (h - 1) // stride + 1
+    dy = rng.standard_normal((n, c, ho, ho)).astype(np.float32)
     exact = torch.nn.grad.conv2d_weight(torch.from_numpy(x).double(), w.shape, torch.from_numpy(dy).double(),
-                                        padding=1, groups=c).numpy()
+                                        stride=stride, padding=1, groups=c).numpy()
     magnitude = torch.nn.grad.conv2d_weight(torch.from_numpy(np.abs(x)).double(), w.shape,
-                                            torch.from_numpy(np.abs(dy)).double(), padding=1, groups=c).numpy()
-    y, cache = conv2d_forward(x, w, None, 1, 1, 1, c)
+                                            torch.from_numpy(np.abs(dy)).double(), stride=stride, padding=1,
+                                            groups=c).numpy()
+    y, cache = conv2d_forward(x, w, None, stride, 1, 1, c)
     ours = conv2d_backward(dy, cache)[1]
-    theirs = _torch_depthwise(x, w, None, dy, 1, 1, 1)[2]
+    theirs = _torch_depthwise(x, w, None, dy, stride, 1, 1)[2]
     err_ours = (np.abs(ours - exact) / magnitude).max()
     err_torch = (np.abs(theirs - exact) / magnitude).max()
     assert err_ours <= err_torch, (err_ours, err_torch)
