@@ -1992,6 +1992,7 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     ns = (r1 - r0) * tw  # dm may have spare columns past the chunk's tiles
     row = np.zeros((2, 2 * tw), dtype=dy.dtype)  # columns past wo stay zero
     g = np.empty((4, ns), dtype=dy.dtype)  # each tile's dY (0,0) (0,1) (1,0) (1,1)
+    gf = g.reshape(-1)
     ul = _U(dm.shape[2])
     for f in range(nf):
         for rr in range(r0, r1):
@@ -2006,11 +2007,13 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
                     for j in range(2 * tw):
                         rk[j] = 0
             p = (rr - r0) * tw
-            for k in range(2):
-                ga, gb, rk = g[2 * k, p:], g[2 * k + 1, p:], row[k]
+            for k in range(2):  # (g's two rows written from one flat view: vectorized)
+                rk, oa = row[k], _U(2 * k * ns + p)
+                ob = oa + _U(ns)
                 for tx in range(tw):
-                    ga[tx] = rk[2 * tx]
-                    gb[tx] = rk[2 * tx + 1]
+                    u = _U(tx)
+                    gf[oa + u] = rk[_U(2) * u]
+                    gf[ob + u] = rk[_U(2) * u + _U(1)]
         g00, g01, g10, g11 = g[0], g[1], g[2], g[3]
         df = dm[f].reshape(-1)  # dM's 16 rows for this filter, one array (see the docstring)
         for i in range(4):  # a loop for each row of the tiles, writing its four values
