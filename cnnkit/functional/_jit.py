@@ -1931,11 +1931,13 @@ def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     r0..r1-1, from m (F, 16, >= (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles
     past Ho or Wo are dropped.
 
-    The sums run over the whole chunk's tiles at once, one array written per loop (LLVM
-    vectorizes such loops; per tile row, tw long with offsets added at run time, they
-    stayed scalar); only the interleaving of each tile's 2x2 outputs into y's rows goes
-    tile row by tile row. Per chunk, one thread, against that per-tile-row version: 0.30
-    (16->16 at 32x32) to 0.76 (256 channels at 14x14), the same bits."""
+    The sums run over the whole chunk's tiles at once (per tile row, tw long with offsets
+    added at run time, they stayed scalar): one loop per filter reads M's sixteen rows and
+    writes the tiles' four outputs as rows of one scratch array (vectorized; see the
+    section's header); only the interleaving of each tile's 2x2 outputs into y's rows goes
+    tile row by tile row. Per chunk, one thread, against the per-tile-row version: 0.30
+    (16->16 at 32x32) to 0.76 (256 channels at 14x14), the same bits; against twelve loops
+    a filter, one row each: 0.73-0.83."""
     nf, ho, wo, ln = y.shape[0], y.shape[2], y.shape[3], m.shape[2]
     tw = (wo + 1) // 2
     ns = (r1 - r0) * tw  # m may have spare columns past the chunk's tiles
@@ -1984,9 +1986,11 @@ def winograd_output_adjoint(dy, dm, r0, r1, th):  # pragma: no cover - compiled
     dy (F, N, Ho, Wo) (any strides; zero past Ho and Wo) into dm (F, 16, >= (r1-r0)*tw).
 
     Tile row by tile row, dy's two rows are split into each tile's four values; the sums
-    then run over the whole chunk's tiles at once, one array written per loop (vectorized,
-    as in :func:`winograd_output`). Per chunk, one thread, against a per-tile-row version:
-    0.41 (16->16 at 32x32) to 0.78, about even for 256 channels at 14x14; the same bits."""
+    then run over the whole chunk's tiles at once, a loop per row of the tiles writing its
+    four rows of dM (rows of one array from a flat view: vectorized; all sixteen in one loop
+    ran 2x slower). Per chunk, one thread, against a per-tile-row version: 0.41 (16->16 at
+    32x32) to 0.78, about even for 256 channels at 14x14; against 24 loops a filter, one
+    row each: 0.6-0.8. The same bits."""
     nf, ho, wo = dy.shape[0], dy.shape[2], dy.shape[3]
     tw = (wo + 1) // 2
     ns = (r1 - r0) * tw  # dm may have spare columns past the chunk's tiles
