@@ -54,6 +54,14 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 # 216/165/143/112/137/183; 64->64 at 56x56 batch 8 94/124/105/72/140/106; 16->16 at 32x32
 # batch 128 84/63/58/58/62/73 (a busy host: +-15%).
 CHUNK_BYTES = 512 << 10
+# A chunk holds at least this many GEMM multiply-adds (16 x F x C x tiles), however few
+# channels: each chunk pays for 16 sgemm calls and four kernel calls (about 60 us at 16
+# channels), which small-channel chunks of CHUNK_BYTES did not amortize. Measured
+# (forward + backward, 2 threads, 9 alternating rounds, ms, without / with): 16->16 at
+# 32x32 batch 128 (512 -> 1536 tiles a chunk) 7.01 / 6.48 at 1024 tiles; 32->32 at 28x28
+# (196 -> 392) 17.9 / 16.5; while 64->64 at 14x14 (98 tiles, 6.4 M) lost with 245 tiles
+# (14.9 / 15.7) and 64->64 at 8x8 with 256 (4.6 / 4.9): both keep their chunks.
+MIN_CHUNK_MACS = 6 << 20
 # Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
 SERIAL_MACS = 1 << 22
 
@@ -190,7 +198,10 @@ def _plan(n: int, th: int, tw: int, c: int, f: int, itemsize: int):
     run in the calling thread."""
     rows, per_row = n * th, 16 * max(c, f) * tw * itemsize
     budget, share = CHUNK_BYTES // per_row, -(-rows // get_num_threads())
-    if th <= budget < share:  # whole images: an image cut between chunks costs each piece
+    least = -(-MIN_CHUNK_MACS // (16 * c * f * tw))  # tile rows that give the GEMMs enough work
+    if least > budget:
+        budget = max(th, round(least / th) * th) if least >= th else least  # (whole images)
+    elif th <= budget < share:  # whole images: an image cut between chunks costs each piece
         budget = budget // th * th  # two more padded rows and shorter loops (32->32 at 28x28
         # batch 128, 18 tile rows a chunk -> 14: forward + backward 20.4 -> 19.2 ms; the
         # cnn_bn step 0.97 in-process). Not where the thread share decides (small batches).

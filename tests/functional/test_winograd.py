@@ -62,6 +62,7 @@ def forced(monkeypatch):
 def tile_row_chunks(monkeypatch):
     """One tile row per chunk, the chunks on two worker threads."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(winograd, "MIN_CHUNK_MACS", 0)
     monkeypatch.setattr(winograd, "SERIAL_MACS", 0)
     assert runtime.set_num_threads(2) == 2
     yield
@@ -320,14 +321,25 @@ def test_output_transforms_ignore_spare_columns(kind):
     assert np.isnan(dm[:, :, k:]).all()
 
 
-def test_plan_cuts_chunks_at_whole_images():
+def test_plan_cuts_chunks_at_whole_images(monkeypatch):
     """Where a chunk's byte budget holds an image's tile rows or more (and the thread
-    share does not decide), chunks are whole images; otherwise as many tile rows as fit."""
+    share does not decide), chunks are whole images; otherwise as many tile rows as fit.
+    A chunk whose GEMMs would do under MIN_CHUNK_MACS grows to the nearest whole number of
+    images that reaches it."""
     previous = runtime.get_num_threads()
     runtime.set_num_threads(2)
     try:
+        monkeypatch.setattr(winograd, "MIN_CHUNK_MACS", 0)
         chunks, most, _ = winograd._plan(128, 14, 14, 32, 32, 4)  # budget 18 tile rows -> 14
         assert [r1 - r0 for r0, r1 in chunks] == [14] * 128 and most == 14 * 14
+        monkeypatch.undo()
+        # 14 rows: 16*32*32*196 = 3.2 M multiply-adds; 26.2 rows for 6 M -> two images
+        chunks, most, _ = winograd._plan(128, 14, 14, 32, 32, 4)
+        assert [r1 - r0 for r0, r1 in chunks] == [28] * 64 and most == 28 * 14
+        chunks, most, _ = winograd._plan(128, 16, 16, 16, 16, 4)  # 91.6 rows -> six images
+        assert {r1 - r0 for r0, r1 in chunks} == {96, 32} and most == 96 * 16
+        chunks, most, _ = winograd._plan(128, 7, 7, 64, 64, 4)  # 14 rows already do 6.4 M
+        assert {r1 - r0 for r0, r1 in chunks} == {14} and most == 14 * 7
         chunks, most, _ = winograd._plan(8, 28, 28, 64, 64, 4)  # budget 4 < 28: not whole images
         assert {r1 - r0 for r0, r1 in chunks} == {4} and most == 4 * 28
         chunks, _, _ = winograd._plan(1, 14, 14, 16, 16, 4)  # one image: the thread share, 7 rows
