@@ -28,8 +28,8 @@ The work runs in chunks of tile rows (a tile row: one image's row of 2-pixel-hig
 tiles) sized to stay in L2 cache, on cnnkit's worker threads. The transforms are
 compiled loops (``_jit.winograd_*``); the NumPy functions here compute the same
 transforms, one tile row at a time, and are what the compiled ones are tested against
-(to rounding: on wide images the compiled input transform and its adjoint sum in
-another order).
+(to rounding: the compiled input transform, and its adjoint on images of 64 tiles or
+more, sum in another order).
 ``cnnkit.functional.conv`` uses this path where Numba is available (see
 ``conv._winograd`` for when).
 """
