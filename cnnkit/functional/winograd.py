@@ -58,9 +58,11 @@ CHUNK_BYTES = 512 << 10
 # channels: each chunk pays for 16 sgemm calls and four kernel calls (about 60 us at 16
 # channels), which small-channel chunks of CHUNK_BYTES did not amortize. Measured
 # (forward + backward, 2 threads, 9 alternating rounds, ms, without / with): 16->16 at
-# 32x32 batch 128 (512 -> 1536 tiles a chunk) 7.01 / 6.48 at 1024 tiles; 32->32 at 28x28
-# (196 -> 392) 17.9 / 16.5; while 64->64 at 14x14 (98 tiles, 6.4 M) lost with 245 tiles
-# (14.9 / 15.7) and 64->64 at 8x8 with 256 (4.6 / 4.9): both keep their chunks.
+# 32x32 batch 128 (512 -> 1536 tiles a chunk) 8.98 / 7.03; 32->32 at 28x28 (196 -> 392)
+# 21.5 / 18.5; 32->32 at 16x16 (256 -> 384) 6.25 / 5.75. Chunks of 1 MiB instead (the
+# other way to make them bigger) lost for 64 channels: 64->64 at 14x14, 98 -> 245 tiles,
+# 14.9 / 15.7, and at 8x8, 128 -> 256 tiles, 4.6 / 4.9; with 6.4 and 8.4 M multiply-adds
+# those keep their chunks here.
 MIN_CHUNK_MACS = 6 << 20
 # Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
 SERIAL_MACS = 1 << 22
