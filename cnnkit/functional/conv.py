@@ -51,7 +51,7 @@ from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_range
 from . import winograd
 from .activation import add
 from ._check import check_array, check_same_dtype, memo, pair
-from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
+from .window import (as_nchw, crop_channel_major, is_channel_major, output_hw, pad_channel_major, padded_size,
                      resolve_padding, window_slices)
 
 
@@ -386,7 +386,7 @@ def _planes(a: np.ndarray):
     H, W) starts at ``n*sn + c*sc``, rows contiguous. NCHW and channel-major (C, N, H, W)
     memory are used as they are; other layouts are copied to NCHW first."""
     n, c, h, w = a.shape
-    if not a.flags.c_contiguous and a.transpose(1, 0, 2, 3).flags.c_contiguous:
+    if is_channel_major(a):
         return a.transpose(1, 0, 2, 3).reshape(-1), h * w, n * h * w
     return np.ascontiguousarray(a).reshape(-1), c * h * w, h * w
 
