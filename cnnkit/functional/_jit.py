@@ -2193,10 +2193,11 @@ def _winograd_input_adjoint_by_columns(dv, dx, halo, r0, r1, th, tw, top, left):
 # -> 0.64, 256 at 7x7 even; col2im 0.84 -> 0.53, 2.4 -> 1.7, 1.07 -> 0.71, 0.60 -> 0.57.
 
 @numba.njit(nogil=True, cache=True)
-def im2col_strided(src, cols, n0, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
-    """``cols[c, p*kw + q, m, i, j] = src[c, n0 + m, i*sh + p*dh, j*sw + q*dw]``:
-    src the padded input (C, N, Hp, Wp), cols (C, kH*kW, images, Ho, Wo), both
-    C-contiguous and indexed flat, in the order cols is laid out.
+def im2col_strided(src, cols, n0, r0, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
+    """``cols[c, p*kw + q, m, i, j] = src[c, n0 + m, (r0 + i)*sh + p*dh, j*sw + q*dw]``:
+    src the padded input (C, N, Hp, Wp), cols (C, kH*kW, images, rows, Wo) for output
+    rows r0.. of images n0.., both C-contiguous and indexed flat, in the order cols is
+    laid out.
 
     At stride 2 the row copy goes in blocks of 8 (a constant trip count: LLVM turns the
     stride-2 loads into wide loads and shuffles; a plain loop of Wo stayed scalar). One
@@ -2211,7 +2212,7 @@ def im2col_strided(src, cols, n0, kw, sh, sw, dh, dw):  # pragma: no cover - com
         for k in range(kk):
             p, q = k // kw, k % kw
             for m in range(nm):
-                base = _U(((c * nb + n0 + m) * hp + p * dh) * wp + q * dw)
+                base = _U(((c * nb + n0 + m) * hp + p * dh + r0 * sh) * wp + q * dw)
                 o = _U(((c * kk + k) * nm + m) * ho * wo)
                 for i in range(ho):
                     a, oi = base + _U(i * sh * wp), o + _U(i * wo)

@@ -550,6 +550,70 @@ def test_chunked_parallel_equals_one_chunk_float32(monkeypatch):
             assert (np.abs(a - r) <= tol).all(), f"{name} {xs}: one chunk vs PyTorch float64"
 
 
+ROW_RUN_CASES = [  # (C, F, H, kernel, stride, padding, dilation, groups)
+    (3, 8, 23, 7, 2, 3, 1, 1),    # ResNet's stem, small: 12 output rows
+    (3, 8, 27, 11, 4, 2, 1, 1),   # AlexNet's 11x11 s4: 6 rows
+    (8, 12, 15, 3, 2, 1, 1, 1),   # 3x3 s2
+    (6, 8, 17, 3, 1, 2, 2, 2),    # dilated, grouped, stride 1 (strided mode: a wide padded grid)
+]
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "numpy"])
+@pytest.mark.parametrize("case", ROW_RUN_CASES)
+def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, monkeypatch):
+    """A one-image forward in strided mode cut into runs of output rows on two threads
+    (row_run; forced here by a tiny row_run_bytes, so the runs are 1-3 rows and the
+    last one short) gives the whole-image forward's values, with bias, residual and
+    ReLU, inside blas_threaded (batch-1 inference) and outside it, and matches PyTorch
+    in float64; a training forward cut in runs still has the right gradients (its
+    backward takes whole images)."""
+    from cnnkit import runtime
+    c, f, h, k, s, p, d, g = case
+    rng = np.random.default_rng(sum(case))
+    x = rng.standard_normal((1, c, h, h)).astype(np.float32)
+    w = rng.standard_normal((f, c // g, k, k)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    previous = runtime.set_jit(jit)
+    conv._geometry.cache_clear()
+    try:
+        whole = conv2d_forward(x, w, b, s, p, d, g)[0]
+        r = rng.standard_normal(whole.shape).astype(np.float32)
+        ref = [np.maximum(conv2d_forward(x, w, b, s, p, d, g)[0] + r, 0)]
+        runtime.set_num_threads(2)
+        monkeypatch.setattr(conv._Geometry, "row_run_bytes", 1)
+        monkeypatch.setattr(conv._Geometry, "keep_bytes", 0)
+        conv._geometry.cache_clear()
+        y, cache = conv2d_forward(x, w, b, s, p, d, g)
+        geo = cache[0]
+        runs = list(geo.chunks(4, rows=True))
+        assert geo.mode == "strided" and len(runs) >= 4 and (len(runs) % 2 == 0 or len(runs) == y.shape[2])
+        assert [ch[2:] for ch in runs] == list(zip([ch[2] for ch in runs], [ch[2] for ch in runs[1:]] + [y[0, 0].size]))
+        assert len(list(geo.chunks(4))) == 1  # the backward's: the whole image
+        tol = 1e-6 * np.abs(TF.conv2d(torch.from_numpy(np.abs(x).astype(np.float64)),
+                                      torch.from_numpy(np.abs(w).astype(np.float64)),
+                                      torch.from_numpy(np.abs(b).astype(np.float64)), s, p, d, g).numpy())
+        exact = TF.conv2d(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
+                          torch.from_numpy(b.astype(np.float64)), s, p, d, g).numpy()
+        assert (np.abs(y - whole) <= tol).all() and (np.abs(y - exact) <= tol).all()
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dx, dw, db = conv2d_backward(dy, cache)
+        xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+        wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
+        TF.conv2d(xt, wt, None, s, p, d, g).backward(torch.from_numpy(dy.astype(np.float64)))
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-4, atol=1e-4)
+        for region in (False, True):
+            with runtime.blas_threaded() if region else conv._no_context:
+                got = conv2d_forward(x, w, b, s, p, d, g, relu=True, residual=r)[0]
+            assert (np.abs(got - ref[0]) <= tol).all(), region
+            assert (np.abs(got - np.maximum(exact + r, 0)) <= tol).all(), region
+    finally:
+        runtime.set_num_threads(1)
+        runtime.set_jit(previous)
+        monkeypatch.undo()
+        conv._geometry.cache_clear()
+
+
 # ---------------------------------------------------------------------------------
 # 3. Central differences (float64)
 # ---------------------------------------------------------------------------------

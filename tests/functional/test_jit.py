@@ -674,18 +674,22 @@ def test_depthwise_3x3_stride2_backward_keeps_channels_apart(jit_mode):
 def test_strided_im2col_and_col2im_match_slices(wo, sw, dw):
     """The compiled strided copies (flat indexing; blocks of 8 at stride 2, with a
     remainder) against the NumPy slices they replace, for images n0.. of a batch:
-    im2col exactly, col2im's sums exactly (the same order), other images untouched."""
+    im2col exactly (and a run of output rows r0..r0+1 of one image, as a batch-1
+    forward cuts them), col2im's sums exactly (the same order), other images untouched."""
     jit = runtime.jit_kernels()
     rng = np.random.default_rng(11)
     c, n, n0, nm, kh, kw, sh, dh, ho = 3, 5, 1, 3, 3, 3, 2, 1, 4
     hp, wp = (ho - 1) * sh + (kh - 1) * dh + 2, (wo - 1) * sw + (kw - 1) * dw + 3
     src = rng.standard_normal((c, n, hp, wp)).astype(np.float32)
     cols = np.full((c, kh * kw, nm, ho, wo), np.nan, np.float32)
-    jit.im2col_strided(src, cols, n0, kw, sh, sw, dh, dw)
+    jit.im2col_strided(src, cols, n0, 0, kw, sh, sw, dh, dw)
+    run = np.full((c, kh * kw, 1, 2, wo), np.nan, np.float32)
+    jit.im2col_strided(src, run, n0 + 1, 1, kw, sh, sw, dh, dw)
     for k in range(kh * kw):
         p, q = divmod(k, kw)
         ref = src[:, n0:n0 + nm, p * dh:p * dh + (ho - 1) * sh + 1:sh, q * dw:q * dw + (wo - 1) * sw + 1:sw]
         np.testing.assert_array_equal(cols[:, k], ref)
+        np.testing.assert_array_equal(run[:, k, 0], ref[:, 1, 1:3])
     dxp = rng.standard_normal(src.shape).astype(np.float32)
     ref = dxp.copy()
     g = rng.standard_normal(cols.shape).astype(np.float32)
