@@ -70,6 +70,20 @@ def tune_malloc(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) 
 # ``cnn_bn`` at batch 128 (32->32 at 28x28, 32->64 and 64->64 at 14x14): whole-batch
 # im2col with 2 BLAS threads 65+90, 18+33, 36+69 ms; cached chunks on 2 workers, BLAS on
 # one thread, 34+61, 12+28, 24+60 ms.
+#
+# Pinning: when the workers and the main thread are as many as the CPUs this process may
+# use (set_num_threads()'s default), each worker is pinned to a CPU of its own for good and
+# the main thread to the remaining one for the length of each parallel_map (its mask is
+# restored after). Unpinned, Linux's wake-up placement put a worker woken by the main
+# thread on the main thread's CPU after an idle spell, and both then ran on one core until
+# something moved them: a 3x3 max pool on 2 workers took 0.26 ms, and 0.41 after a 1 s
+# sleep, staying so (the "two speeds" that bench runs showed process by process). Measured
+# in one process, alternating pinned and unpinned rounds after 0.25 s pauses, forward +
+# backward, 2 threads: depthwise 3x3 512 @14 batch 8 1.57 -> 0.97 ms, 3x3 s2 128->128 @28
+# 9.06 -> 8.14, VGG's 64->64 @56 12.77 -> 12.08, cnn_bn's convs even; LeNet-5's training
+# step at batch 64 3.52 -> 2.99; ResNet-20's and MobileNet v1's steps and the batch-1
+# imports (BLAS threads, not cnnkit's) even. Only the main thread is pinned so (other
+# threads calling cnnkit would crowd onto one CPU); CNNKIT_NO_PINNING=1 turns it off.
 
 _state = {"threads": None, "pool": None, "blas": None, "blas_threads": None,
           "jit": os.environ.get("CNNKIT_JIT", "1").strip().lower() not in ("0", "off", "false", "no"),
@@ -95,6 +109,10 @@ def set_num_threads(threads: int | None = None) -> int:
     compete with the workers for the cores. A lone GEMM part (a batch of one image,
     say) still gets every core's BLAS thread. ``set_num_threads(1)`` gives BLAS its
     threads back and runs the kernels serially. Returns the number of workers.
+
+    With as many threads as CPUs, each worker is pinned to a CPU of its own, and the
+    main thread to the remaining one while it runs its part (see the threads section
+    of this module; ``CNNKIT_NO_PINNING=1`` turns that off).
 
     ``Trainer()`` and the ``cnnkit`` command call this once, unless it was called before;
     without it kernels run serially with BLAS as it is (this process-wide setting is
@@ -206,6 +224,7 @@ def parallel_map(fn: Callable[[list], T], items: Sequence, small: bool = False) 
     for i, part in enumerate(parts[1:]):
         pool.inboxes[i].put((fn, part, i + 1, done))
     _local.busy = True
+    saved = _pin_calling_thread(pool.cpus[0]) if pool.cpus and threading.current_thread() is _MAIN else None
     try:
         results, error = [None] * workers, None
         try:
@@ -223,6 +242,39 @@ def parallel_map(fn: Callable[[list], T], items: Sequence, small: bool = False) 
         return results
     finally:
         _local.busy = False
+        if saved is not None:
+            try:
+                os.sched_setaffinity(0, saved)
+            except OSError:
+                pass
+
+
+_MAIN = threading.main_thread()
+
+
+def _pin_calling_thread(cpu: int):
+    """Pin the calling thread to ``cpu`` (for one ``parallel_map``); returns the mask to
+    restore after it (None: it was so already)."""
+    try:
+        saved = os.sched_getaffinity(0)
+        if saved == {cpu}:
+            return None
+        os.sched_setaffinity(0, {cpu})
+    except OSError:  # (a cpuset changed under the process, say): run unpinned
+        return None
+    return saved
+
+
+def _thread_cpus(n: int):
+    """One CPU each for the main thread (first) and the n - 1 workers: the CPUs this
+    process may use, when there are exactly n of them (``set_num_threads()``'s default).
+    None (no pinning) otherwise, where affinity cannot be set, or with CNNKIT_NO_PINNING=1:
+    fewer threads than CPUs would all crowd onto the first ones, and other processes'
+    threads may be on them."""
+    if os.environ.get("CNNKIT_NO_PINNING") or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus if len(cpus) == n else None
 
 
 class _Pool:
@@ -234,14 +286,21 @@ class _Pool:
 
     def __init__(self, n: int):
         self.inboxes = [queue.SimpleQueue() for _ in range(n)]
-        self.threads = [threading.Thread(target=self._work, args=(q,), name=f"cnnkit_{i}", daemon=True)
+        self.cpus = _thread_cpus(n + 1)
+        self.threads = [threading.Thread(target=self._work, args=(q, self.cpus[i + 1] if self.cpus else None),
+                                         name=f"cnnkit_{i}", daemon=True)
                         for i, q in enumerate(self.inboxes)]
         for t in self.threads:
             t.start()
 
     @staticmethod
-    def _work(inbox) -> None:
+    def _work(inbox, cpu) -> None:
         _local.busy = True  # a kernel called from a worker runs serially
+        if cpu is not None:
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError:
+                pass
         while True:
             task = inbox.get()
             if task is None:

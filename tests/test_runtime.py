@@ -89,6 +89,46 @@ def test_parallel_map_runs_parts_on_two_threads_and_nests_serially():
     assert runtime.parallel_map(lambda xs: list(xs), range(3)) == [[0, 1, 2]]  # one thread: serial
 
 
+def test_workers_and_the_main_thread_are_pinned_one_cpu_each_when_they_fill_the_cpus(monkeypatch):
+    """With as many threads as CPUs, each worker runs on one CPU of its own and the main
+    thread, during a parallel_map, on the remaining one; its own mask comes back after
+    (threads it starts later must not inherit a single CPU). With fewer threads than CPUs,
+    or CNNKIT_NO_PINNING=1, nobody is pinned. Simulated on a 2-CPU mask where the host has
+    more (skipped on one CPU)."""
+    import threading
+    from cnnkit import runtime
+    mask = os.sched_getaffinity(0)
+    if len(mask) < 2:
+        import pytest
+        pytest.skip("one CPU: nothing to pin")
+    two = set(sorted(mask)[:2])
+
+    def seen(_):
+        return [(threading.current_thread().name, os.sched_getaffinity(0))]
+    os.sched_setaffinity(0, two)
+    try:
+        runtime.set_num_threads(2)
+        during = runtime.parallel_map(seen, range(2))
+        after = os.sched_getaffinity(0)
+        assert during[0] == [("MainThread", {min(two)})]
+        assert during[1][0][0].startswith("cnnkit_") and during[1][0][1] == {max(two)}
+        assert after == two
+        assert runtime.parallel_map(seen, range(2))[1][0][1] == {max(two)}  # the worker stays
+        monkeypatch.setenv("CNNKIT_NO_PINNING", "1")
+        runtime.set_num_threads(2)  # a fresh pool reads the switch
+        during = runtime.parallel_map(seen, range(2))
+        assert during[0][0][1] == two and during[1][0][1] == two
+        monkeypatch.delenv("CNNKIT_NO_PINNING")
+        if len(mask) > 2:  # fewer threads than the process's CPUs: no pinning
+            os.sched_setaffinity(0, mask)
+            runtime.set_num_threads(2)
+            during = runtime.parallel_map(seen, range(2))
+            assert during[0][0][1] == mask and during[1][0][1] == mask
+    finally:
+        runtime.set_num_threads(1)
+        os.sched_setaffinity(0, mask)
+
+
 def test_parallel_map_raises_a_parts_error_after_every_part_is_done():
     """A part that fails does not leave another one writing after parallel_map returns;
     the first failure (in part order) is raised, and the workers keep serving."""
