@@ -2229,6 +2229,55 @@ def im2col_strided(src, cols, n0, r0, kw, sh, sw, dh, dw):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
+def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl):  # pragma: no cover - compiled
+    """im2col_strided from the input itself instead of a padded copy: ``cols[c, p*kw + q,
+    m, i, j] = x[n0 + m, c, (r0 + i)*sh + p*dh - pt, j*sw + q*dw - pl]``, 0 where that is
+    outside x. x is the flat memory of (N, C, H, W) with plane (n, c) at ``n*sn + c*sc``
+    (conv._planes: NCHW or channel-major, rows contiguous); cols (C, kH*kW, images, rows,
+    Wo) C-contiguous. Each (tap, output row) copies the run of columns inside x (in
+    blocks of 8 at stride 2, as im2col_strided) and zeroes the few outside it; a row
+    outside x is zeroed whole. Saves the padded copy of x that the forward otherwise
+    writes first and the backward keeps."""
+    nc, kk, nm, ho, wo = cols.shape
+    cf = cols.reshape(-1)
+    zero = cols.dtype.type(0)
+    for c in range(nc):
+        for k in range(kk):
+            p, q = k // kw, k % kw
+            off = q * dw - pl  # input column of output column j: j*sw + off
+            j0 = min(wo, max(0, (-off + sw - 1) // sw))  # first j with j*sw + off >= 0
+            j1 = max(j0, min(wo, (wd - 1 - off) // sw + 1))  # past the last with j*sw + off < wd
+            run = j1 - j0
+            run8 = run // 8 * 8
+            for m in range(nm):
+                o = _U(((c * kk + k) * nm + m) * ho * wo)
+                plane = (n0 + m) * sn + c * sc
+                for i in range(ho):
+                    oi = o + _U(i * wo)
+                    ri = (r0 + i) * sh + p * dh - pt
+                    if ri < 0 or ri >= h:
+                        for j in range(wo):
+                            cf[oi + _U(j)] = zero
+                        continue
+                    for j in range(j0):
+                        cf[oi + _U(j)] = zero
+                    for j in range(j1, wo):
+                        cf[oi + _U(j)] = zero
+                    a = _U(plane + ri * wd + j0 * sw + off)  # x at output column j0
+                    ob = oi + _U(j0)
+                    if sw == 2:
+                        for t0 in range(0, run8, 8):
+                            a8, o8 = a + _U(2 * t0), ob + _U(t0)
+                            for t in range(8):
+                                cf[o8 + _U(t)] = xf[a8 + _U(2 * t)]
+                        for t in range(run8, run):
+                            cf[ob + _U(t)] = xf[a + _U(2 * t)]
+                    else:
+                        for t in range(run):
+                            cf[ob + _U(t)] = xf[a + _U(t * sw)]
+
+
+@numba.njit(nogil=True, cache=True)
 def col2im_strided(cols, dxp, n0, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
     """The adjoint: ``dxp[c, n0 + m, i*sh + p*dh, j*sw + q*dw] += cols[c, p*kw + q, m, i, j]``,
     flat as im2col_strided; each element of dxp gets its taps in order (the same bits as

@@ -700,6 +700,39 @@ def test_strided_im2col_and_col2im_match_slices(wo, sw, dw):
     np.testing.assert_array_equal(dxp, ref)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+@pytest.mark.parametrize("k,stride,dil,pads,hw", [
+    (3, 2, 1, (1, 1, 1, 1), (28, 28)),     # ResNet's 3x3 s2
+    (7, 2, 1, (3, 3, 3, 3), (23, 21)),     # the stem, odd sizes
+    (11, 4, 1, (2, 2, 2, 2), (27, 30)),    # AlexNet's conv1
+    (3, 2, 1, (0, 1, 0, 1), (9, 9)),       # 'same' at stride 2: padding at the bottom/right only
+    (3, 1, 2, (2, 2, 2, 2), (10, 12)),     # dilated
+    (3, 3, 1, (4, 0, 5, 1), (8, 7)),       # padding wider than the kernel: rows/columns of zeros
+    (5, 2, 1, (0, 0, 0, 0), (13, 18)),     # no padding
+])
+def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads, hw, layout):
+    """im2col_unpadded (columns straight from x, zeros where a window leaves it) gives
+    exactly the columns im2col_strided builds from the padded copy, for images n0.. and
+    for a run of output rows r0.., with x as NCHW or channel-major memory."""
+    from cnnkit.functional.conv import _planes
+    from cnnkit.functional.window import output_hw, pad_channel_major, padded_size
+    jit = runtime.jit_kernels()
+    rng = np.random.default_rng(sum(hw) + k)
+    n, c = 4, 3
+    x = rng.standard_normal((n, c) + hw).astype(np.float32)
+    if layout == "channel_major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    ho, wo = output_hw(hw, (k, k), (stride, stride), (dil, dil), pads, "t")
+    xp = np.ascontiguousarray(pad_channel_major(x, pads, padded_size((ho, wo), (k, k), (stride, stride), (dil, dil))))
+    flat, sn, sc = _planes(x)
+    for n0, nm, r0, rows in ((1, 3, 0, ho), (2, 1, ho // 2, ho - ho // 2)):
+        want = np.full((c, k * k, nm, ho, wo), np.nan, np.float32)
+        jit.im2col_strided(xp, want, n0, 0, k, stride, stride, dil, dil)
+        got = np.full((c, k * k, nm, rows, wo), np.nan, np.float32)
+        jit.im2col_unpadded(flat, sn, sc, hw[0], hw[1], got, n0, r0, k, stride, stride, dil, dil, pads[0], pads[2])
+        np.testing.assert_array_equal(got, want[:, :, :, r0:r0 + rows])
+
+
 @pytest.mark.parametrize("n,h,w", [(3, 14, 14), (2, 7, 7), (1, 16, 16), (2, 9, 40), (4, 15, 3)])
 def test_depthwise_3x3_s1_backward_matches_flat_kernel(n, h, w):
     """The 3x3 'same' stride-1 backward (depthwise_backward_3x3_s1: dx rows with all nine
