@@ -2241,12 +2241,16 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl)
     nc, kk, nm, ho, wo = cols.shape
     cf = cols.reshape(-1)
     zero = cols.dtype.type(0)
+    first, past = np.empty(kw, dtype=np.int64), np.empty(kw, dtype=np.int64)
+    for q in range(kw):  # each kernel column's run of output columns inside x
+        off = q * dw - pl  # input column of output column j: j*sw + off
+        first[q] = min(wo, max(0, (-off + sw - 1) // sw))  # the first j with j*sw + off >= 0
+        past[q] = max(first[q], min(wo, (wd - 1 - off) // sw + 1))  # past the last with j*sw + off < wd
     for c in range(nc):
         for k in range(kk):
-            p, q = k // kw, k % kw
-            off = q * dw - pl  # input column of output column j: j*sw + off
-            j0 = min(wo, max(0, (-off + sw - 1) // sw))  # first j with j*sw + off >= 0
-            j1 = max(j0, min(wo, (wd - 1 - off) // sw + 1))  # past the last with j*sw + off < wd
+            p, q = k // kw, k - (k // kw) * kw
+            off = q * dw - pl
+            j0, j1 = first[q], past[q]
             run = j1 - j0
             run8 = run // 8 * 8
             for m in range(nm):

@@ -496,6 +496,8 @@ class _Geometry:
     strided_chunk_bytes = 1 << 20
     # ... and a batch-1 image's columns above this size are cut into runs of rows (row_run)
     row_run_bytes = 1 << 20
+    # Strided mode builds its columns from x itself from this size of input up (column_source)
+    unpadded_min_bytes = 1 << 20
     # Below this many bytes of columns a conv runs as one chunk on the calling thread:
     # LeNet-5 at batch 2 took 6.2 ms a step with its chunks handed to 2 threads, 4.0 serially.
     parallel_bytes = 1 << 20
@@ -617,8 +619,11 @@ class _Geometry:
         of an unpadded 1x1 stride-2 input). Measured (3x3 s2 128->128 @28, batch 8, 2
         threads, 25 alternating rounds in one process, ms): NCHW x forward 1.78 -> 1.67,
         forward + backward 4.68 -> 4.50; channel-major x 1.72 -> 1.68 and 4.71 -> 4.80
-        (even); the 7x7 s2 stem at batch 1 even."""
-        if self.mode == "strided" and not self.batch_inner and jit_kernels() is not None:
+        (even); the 7x7 s2 stem at batch 1 even. From ``unpadded_min_bytes`` of input
+        up: below, the padded copy is cheap and the per-row bounds cost more (LeNet-5's
+        convs at batch 1 took 3-5 us longer, of 17-22)."""
+        if (self.mode == "strided" and not self.batch_inner and x.nbytes >= self.unpadded_min_bytes
+                and jit_kernels() is not None):
             return _Unpadded(x)
         return self.source(x)
 

@@ -558,15 +558,17 @@ ROW_RUN_CASES = [  # (C, F, H, kernel, stride, padding, dilation, groups)
 ]
 
 
+@pytest.mark.parametrize("unpadded", [True, False], ids=["from_x", "padded_copy"])
 @pytest.mark.parametrize("jit", [True, False], ids=["jit", "numpy"])
 @pytest.mark.parametrize("case", ROW_RUN_CASES)
-def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, monkeypatch):
+def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, unpadded, monkeypatch):
     """A one-image forward in strided mode cut into runs of output rows on two threads
     (row_run; forced here by a tiny row_run_bytes, so the runs are 1-3 rows and the
     last one short) gives the whole-image forward's values, with bias, residual and
     ReLU, inside blas_threaded (batch-1 inference) and outside it, and matches PyTorch
     in float64; a training forward cut in runs still has the right gradients (its
-    backward takes whole images)."""
+    backward takes whole images, its columns built again). With the columns read from x
+    itself (im2col_unpadded, forced by unpadded_min_bytes = 0) or from the padded copy."""
     from cnnkit import runtime
     c, f, h, k, s, p, d, g = case
     rng = np.random.default_rng(sum(case))
@@ -582,9 +584,11 @@ def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, monkeypatch):
         runtime.set_num_threads(2)
         monkeypatch.setattr(conv._Geometry, "row_run_bytes", 1)
         monkeypatch.setattr(conv._Geometry, "keep_bytes", 0)
+        monkeypatch.setattr(conv._Geometry, "unpadded_min_bytes", 0 if unpadded else 1 << 60)
         conv._geometry.cache_clear()
         y, cache = conv2d_forward(x, w, b, s, p, d, g)
         geo = cache[0]
+        assert isinstance(cache[1], conv._Unpadded) == (unpadded and jit)
         runs = list(geo.chunks(4, rows=True))
         assert geo.mode == "strided" and len(runs) >= 4 and (len(runs) % 2 == 0 or len(runs) == y.shape[2])
         assert [ch[2:] for ch in runs] == list(zip([ch[2] for ch in runs], [ch[2] for ch in runs[1:]] + [y[0, 0].size]))
@@ -612,6 +616,30 @@ def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, monkeypatch):
         runtime.set_jit(previous)
         monkeypatch.undo()
         conv._geometry.cache_clear()
+
+
+def test_columns_from_x_survive_numba_switched_off_before_the_backward(monkeypatch):
+    """A forward that kept x itself for its columns (im2col_unpadded) and a backward run
+    after set_jit(False): the backward pads x then and gets the same gradients."""
+    from cnnkit import runtime
+    monkeypatch.setattr(conv._Geometry, "unpadded_min_bytes", 0)
+    monkeypatch.setattr(conv._Geometry, "keep_bytes", 0)
+    conv._geometry.cache_clear()
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    y, cache = conv2d_forward(x, w, None, 2, 1)
+    assert isinstance(cache[1], conv._Unpadded)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    want = conv2d_backward(dy, cache)
+    previous = runtime.set_jit(False)
+    try:
+        got = conv2d_backward(dy, cache)
+    finally:
+        runtime.set_jit(previous)
+        conv._geometry.cache_clear()
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------
