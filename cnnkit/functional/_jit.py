@@ -1931,6 +1931,92 @@ def _winograd_input_by_columns(xp, v, r0, r1):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def winograd_input_from_x(xf, sn, sc, h, wd, top, left, th, tw, v, r0, r1):  # pragma: no cover - compiled
+    """:func:`winograd_input` read from x itself instead of its padded copy: the padded
+    input is x placed at (top, left) in a zero (2*th + 2, 2*tw + 2) plane, as
+    ``pad_channel_major`` builds it, and plane (n, c) of x (h x wd, rows contiguous)
+    starts at ``xf[n*sn + c*sc]`` (conv._planes). The same column-first sums as
+    :func:`_winograd_input_by_columns`, so the same bits; a padded row outside x gives
+    zero column sums, and only the tiles at the left and right edges check their four
+    columns (loaded from columns clamped into x, then selected: a per-element branch there
+    made the kernel 1.5x slower than the padded one, 36 against 24 us a chunk at 32
+    channels 28x28; now 28-30), the others read x's row directly. Saves the forward's
+    padded copy, a pass over the input kept until the backward (see winograd.py's
+    FROM_X_MIN_CHANNELS for when)."""
+    nc, ln = v.shape[0], v.shape[2]
+    cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16
+    cs = np.empty((8, cap), dtype=v.dtype)
+    ce, co = cs[:4], cs[4:]  # C_j of the even padded rows 2u, and of the odd rows 2u + 1
+    zero = v.dtype.type(0)
+    one, two, three, uw = _U(1), _U(2), _U(3), _U(tw)
+    t_lo = min(tw, (left + 1) // 2)  # tiles whose four columns 2tx - left .. 2tx + 3 - left are in x
+    t_hi = max(t_lo, min(tw, (wd - 4 + left) // 2 + 1))
+    # the other tiles: for each, its four columns' offsets from the padded row's start,
+    # clamped into x (always safe to load), and whether each is inside x
+    edges = np.empty(tw, dtype=np.int64)
+    eoff = np.empty((tw, 4), dtype=np.int64)
+    inside = np.empty((tw, 4), dtype=np.bool_)
+    ne = 0
+    for tx in range(tw):
+        if tx < t_lo or tx >= t_hi:
+            edges[ne] = tx
+            for i in range(4):
+                q = 2 * tx + i - left  # x's column
+                inside[ne, i] = 0 <= q < wd
+                eoff[ne, i] = min(max(q, 0), wd - 1) + left
+            ne += 1
+    for c in range(nc):
+        rr = r0
+        while rr < r1:  # an image's tile rows ty0..ty0+cnt-1 at a time
+            n, ty0 = rr // th, rr % th
+            cnt = min(th - ty0, r1 - rr)
+            for u in range(cnt + 1):
+                o = _U(u * tw)
+                for a in range(2):
+                    dst = ce if a == 0 else co
+                    xr = 2 * (ty0 + u) + a - top  # x's row of this padded row
+                    if xr < 0 or xr >= h:
+                        for j in range(4):
+                            for tx in range(tw):
+                                dst[j, o + _U(tx)] = zero
+                        continue
+                    row = n * sn + c * sc + xr * wd - left  # x's row, shifted to padded columns
+                    for tx in range(t_lo, t_hi):
+                        k = _U(row + 2 * tx)
+                        a0, a1, a2, a3 = xf[k], xf[k + one], xf[k + two], xf[k + three]
+                        t = o + _U(tx)
+                        dst[0, t] = a0 - a2
+                        dst[1, t] = a1 + a2
+                        dst[2, t] = a2 - a1
+                        dst[3, t] = a1 - a3
+                    for e in range(ne):  # the edge tiles: columns outside x are zero
+                        a0, a1 = xf[_U(row + eoff[e, 0])], xf[_U(row + eoff[e, 1])]
+                        a2, a3 = xf[_U(row + eoff[e, 2])], xf[_U(row + eoff[e, 3])]
+                        a0 = a0 if inside[e, 0] else zero
+                        a1 = a1 if inside[e, 1] else zero
+                        a2 = a2 if inside[e, 2] else zero
+                        a3 = a3 if inside[e, 3] else zero
+                        t = o + _U(edges[e])
+                        dst[0, t] = a0 - a2
+                        dst[1, t] = a1 + a2
+                        dst[2, t] = a2 - a1
+                        dst[3, t] = a1 - a3
+            vf = v[c].reshape(-1)  # the channel's 16 rows, one array
+            for j in range(4):  # B^T down the rows: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
+                e, od = ce[j], co[j]
+                oa = _U(j * ln + (rr - r0) * tw)
+                ob, oc, odd = oa + _U(4 * ln), oa + _U(8 * ln), oa + _U(12 * ln)
+                for t in range(cnt * tw):
+                    u = _U(t)
+                    e0, e1, o0, o1 = e[u], e[u + uw], od[u], od[u + uw]
+                    vf[oa + u] = e0 - e1
+                    vf[ob + u] = o0 + e1
+                    vf[oc + u] = e1 - o0
+                    vf[odd + u] = o0 - o1
+            rr += cnt
+
+
+@numba.njit(nogil=True, cache=True)
 def winograd_output(m, y, b, r0, r1, th, relu):  # pragma: no cover - compiled
     """``y tile = A^T M A`` (+ b[f]; clamped at 0 with ``relu``) for the tiles of tile rows
     r0..r1-1, from m (F, 16, >= (r1-r0)*tw) into y (F, N, Ho, Wo); the parts of border tiles

@@ -212,13 +212,51 @@ def _plan(n: int, th: int, tw: int, c: int, f: int, itemsize: int):
     return chunks, min(step, rows) * tw, 16 * f * c * rows * tw < SERIAL_MACS
 
 
+# From this many input channels the compiled input transform reads x itself
+# (_jit.winograd_input_from_x: padding as zeros where a tile leaves x), instead of a
+# padded copy that the forward writes first and the backward keeps (_XSource keeps x by
+# reference, as BatchNorm and the 1x1 conv do). Measured (forward + backward, 2 threads,
+# 15 alternating rounds in one process, ms, padded copy / from x, same bits): 32->32 at
+# 28x28 batch 128 16.7 / 15.7, 64->64 at 14x14 15.2 / 13.8, 32->32 at 16x16 5.86 / 5.54,
+# 64->64 at 56x56 batch 8 12.9 / 12.4, 128->128 at 28x28 batch 8 11.9 / 11.5, 256->256 at
+# 14x14 batch 8 16.1 / 15.7, 64->64 at 8x8 batch 128 even; but 16->16 at 32x32 batch 128
+# 7.3-7.6 / 7.6-7.8 (the edge tiles' checks cost the kernel alone 24 -> 29 us a chunk at
+# 32 channels, 28x28; in place the pass it saves outweighs them from 32 channels on).
+FROM_X_MIN_CHANNELS = 32
+
+
+class _XSource:
+    """x itself as the Winograd input's source (winograd_input_from_x), kept by reference,
+    with where its padded plane would put it."""
+
+    __slots__ = ("x", "flat", "sn", "sc", "top", "left", "th", "tw")
+
+    def __init__(self, x, top, left, th, tw):
+        from .conv import _planes
+        self.x, self.top, self.left, self.th, self.tw = x, top, left, th, tw
+        self.flat, self.sn, self.sc = _planes(x)
+
+
+def _input(kernels, src, v, r0, r1):
+    """The input transform of tile rows r0..r1-1 into v, from a padded copy or from x."""
+    if isinstance(src, _XSource):
+        h, wd = src.x.shape[2:]
+        kernels.winograd_input_from_x(src.flat, src.sn, src.sc, h, wd, src.top, src.left, src.th, src.tw, v, r0, r1)
+    else:
+        kernels.winograd_input(src, v, r0, r1)
+
+
 def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
     """y (F, N, Ho, Wo) channel-major, and (xp, U) for :func:`backward`: xp the input
-    zero-padded to the tile grid, (C, N, 2*th + 2, 2*tw + 2)."""
+    zero-padded to the tile grid, (C, N, 2*th + 2, 2*tw + 2), or (compiled kernels, from
+    FROM_X_MIN_CHANNELS input channels) x itself as an _XSource."""
     n, c = x.shape[:2]
     f = w.shape[0]
     th, tw = tile_grid(out_hw)
-    xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
+    if c >= FROM_X_MIN_CHANNELS and hasattr(kernels, "winograd_input_from_x"):
+        xp = _XSource(x, pads[0], pads[2], th, tw)
+    else:
+        xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
     u = transform_filter(w)
     y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
@@ -229,7 +267,7 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
         for r0, r1 in parts:
             k = (r1 - r0) * tw
             vk, mk = _rows(v, c, k), _rows(m, f, k)
-            kernels.winograd_input(xp, vk, r0, r1)
+            _input(kernels, xp, vk, r0, r1)
             np.matmul(u, vk[:, :, :k].transpose(1, 0, 2), out=mk[:, :, :k].transpose(1, 0, 2))  # 16 (F, C) @ (C, k)
             kernels.winograd_output(mk, y, bias, r0, r1, th, relu)
     parallel_map(run, chunks, small=small)
@@ -261,7 +299,7 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
             kernels.winograd_output_adjoint(dy_cn, dmk, r0, r1, th)
             if need_dw:
                 vk = _rows(v, c, k)
-                kernels.winograd_input(xp, vk, r0, r1)
+                _input(kernels, xp, vk, r0, r1)
                 du += np.matmul(dmk[:, :, :k].transpose(1, 0, 2), vk[:, :, :k].transpose(1, 2, 0))  # 16 (F, k) @ (k, C)
             if need_dx:
                 dvk = _rows(dv, c, k)

@@ -162,6 +162,52 @@ def test_winograd_in_tile_row_chunks_on_two_threads_matches_torch(part, forced, 
     _sweep(CONFIGS[part::4])
 
 
+@pytest.fixture
+def from_x(monkeypatch):
+    """Every compiled Winograd forward reads x itself (winograd_input_from_x)."""
+    monkeypatch.setattr(winograd, "FROM_X_MIN_CHANNELS", 0)
+
+
+@pytest.mark.parametrize("part", range(2))
+def test_winograd_from_x_matches_torch(part, forced, from_x):
+    """The sweep with the input transform reading x itself (every padding form, odd
+    sizes, NCHW and channel-major layouts, empty batches), forward and backward."""
+    _sweep(CONFIGS[part::2])
+
+
+def test_winograd_from_x_in_tile_row_chunks_on_two_threads_matches_torch(forced, from_x, tile_row_chunks):
+    _sweep(CONFIGS[1::4])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+@pytest.mark.parametrize("c,n,h,w,pads", [(32, 4, 28, 28, (1, 1, 1, 1)), (16, 3, 13, 11, (1, 1, 1, 1)),
+                                          (8, 2, 9, 10, (0, 0, 0, 0)), (8, 2, 7, 6, (2, 2, 2, 2)),
+                                          (4, 2, 12, 9, (1, 1, 0, 2)), (3, 2, 1, 1, (1, 1, 1, 1)),
+                                          (3, 2, 2, 5, (2, 0, 3, 0))])
+def test_input_transform_from_x_same_bits_as_from_the_padded_copy(c, n, h, w, pads, layout):
+    """winograd_input_from_x gives exactly the V that winograd_input computes from the
+    padded copy, for whole batches and for chunks that start and end inside images; NaN
+    and infinities in x stay where they are (a column outside x is zero even where the
+    clamped load next to it reads one)."""
+    from cnnkit.functional.conv import _planes
+    from cnnkit.functional.window import pad_channel_major
+    rng = np.random.default_rng(h * w + c)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 0, 0, 0], x[-1, -1, -1, -1] = np.nan, np.inf
+    if layout == "channel_major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    ho, wo = h + pads[0] + pads[1] - 2, w + pads[2] + pads[3] - 2
+    th, tw = -(-ho // 2), -(-wo // 2)
+    xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
+    flat, sn, sc = _planes(x)
+    for r0, r1 in ((0, n * th), (1, th + 1), (th - 1, 2 * th)):
+        k = (r1 - r0) * tw
+        want, got = np.full((c, 16, k), 7.0, np.float32), np.full((c, 16, k), 7.0, np.float32)
+        JIT.winograd_input(xp, want, r0, r1)
+        JIT.winograd_input_from_x(flat, sn, sc, h, w, pads[0], pads[2], th, tw, got, r0, r1)
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("shape", [(4, 64, 64, 14), (2, 32, 48, 28), (1, 128, 64, 9), (2, 16, 16, 32)])
 def test_layers_in_float32_match_torch_in_float64(shape, forced):
     """Real layer sizes: float32 Winograd against float64 PyTorch, within the im2col
@@ -212,8 +258,16 @@ def test_compiled_transforms_match_numpy(shape, forced):
     for kind, k in KERNELS.items():
         y, saved = winograd.forward(x, w, b, pads, out_hw, False, k)
         res[kind] = (y,) + winograd.backward(dy, saved, x.shape, pads, True, True, k)
-    for a, r in zip(res["jit"], res["numpy"]):
+    previous, winograd.FROM_X_MIN_CHANNELS = winograd.FROM_X_MIN_CHANNELS, 0  # the compiled ones from x itself
+    try:
+        y, saved = winograd.forward(x, w, b, pads, out_hw, False, JIT)
+        assert isinstance(saved[0], winograd._XSource)
+        res["from_x"] = (y,) + winograd.backward(dy, saved, x.shape, pads, True, True, JIT)
+    finally:
+        winograd.FROM_X_MIN_CHANNELS = previous
+    for a, r, fx in zip(res["jit"], res["numpy"], res["from_x"]):
         np.testing.assert_allclose(a, r, rtol=1e-13, atol=1e-13)
+        np.testing.assert_array_equal(fx, a)
 
 
 def test_fused_relu(forced):
