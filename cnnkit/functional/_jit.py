@@ -1989,14 +1989,14 @@ def winograd_input_from_x(xf, sn, sc, h, wd, top, left, th, tw, v, r0, r1):  # p
                         dst[1, t] = a1 + a2
                         dst[2, t] = a2 - a1
                         dst[3, t] = a1 - a3
-                    for e in range(ne):  # the edge tiles: columns outside x are zero
-                        a0, a1 = xf[_U(row + eoff[e, 0])], xf[_U(row + eoff[e, 1])]
-                        a2, a3 = xf[_U(row + eoff[e, 2])], xf[_U(row + eoff[e, 3])]
-                        a0 = a0 if inside[e, 0] else zero
-                        a1 = a1 if inside[e, 1] else zero
-                        a2 = a2 if inside[e, 2] else zero
-                        a3 = a3 if inside[e, 3] else zero
-                        t = o + _U(edges[e])
+                    for ei in range(ne):  # the edge tiles: columns outside x are zero
+                        a0, a1 = xf[_U(row + eoff[ei, 0])], xf[_U(row + eoff[ei, 1])]
+                        a2, a3 = xf[_U(row + eoff[ei, 2])], xf[_U(row + eoff[ei, 3])]
+                        a0 = a0 if inside[ei, 0] else zero
+                        a1 = a1 if inside[ei, 1] else zero
+                        a2 = a2 if inside[ei, 2] else zero
+                        a3 = a3 if inside[ei, 3] else zero
+                        t = o + _U(edges[ei])
                         dst[0, t] = a0 - a2
                         dst[1, t] = a1 + a2
                         dst[2, t] = a2 - a1
