@@ -116,7 +116,7 @@ def depthwise_3x3_s2_phases(xf, sn, sc, nb, h, wd, hp, w, b, y, pt, pl, c0, c1, 
     each channel's padded plane (hp rows) is kept in one scratch array as its even and
     odd columns (_copy_phases), from which every tap is a unit-stride load
     (_forward_3x3_s2_phases). Plane (n, c) of x (h x wd, rows contiguous) starts at
-    ``xf[n*sn + c*sc]`` (conv.py's _planes); b: (C,) or empty; y: (C, N, Ho, Wo)."""
+    ``xf[n*sn + c*sc]`` (window.planes); b: (C,) or empty; y: (C, N, Ho, Wo)."""
     ph = np.zeros((2, nb, hp, y.shape[3] + 1), dtype=y.dtype)
     has_bias = b.shape[0] > 0
     for c in range(c0, c1):
@@ -1935,7 +1935,7 @@ def winograd_input_from_x(xf, sn, sc, h, wd, top, left, th, tw, v, r0, r1):  # p
     """:func:`winograd_input` read from x itself instead of its padded copy: the padded
     input is x placed at (top, left) in a zero (2*th + 2, 2*tw + 2) plane, as
     ``pad_channel_major`` builds it, and plane (n, c) of x (h x wd, rows contiguous)
-    starts at ``xf[n*sn + c*sc]`` (conv._planes). The same column-first sums as
+    starts at ``xf[n*sn + c*sc]`` (window.planes). The same column-first sums as
     :func:`_winograd_input_by_columns`, so the same bits; a padded row outside x gives
     zero column sums, and only the tiles at the left and right edges check their four
     columns (loaded from columns clamped into x, then selected: a per-element branch there
@@ -2319,7 +2319,7 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl)
     """im2col_strided from the input itself instead of a padded copy: ``cols[c, p*kw + q,
     m, i, j] = x[n0 + m, c, (r0 + i)*sh + p*dh - pt, j*sw + q*dw - pl]``, 0 where that is
     outside x. x is the flat memory of (N, C, H, W) with plane (n, c) at ``n*sn + c*sc``
-    (conv._planes: NCHW or channel-major, rows contiguous); cols (C, kH*kW, images, rows,
+    (window.planes: NCHW or channel-major, rows contiguous); cols (C, kH*kW, images, rows,
     Wo) C-contiguous. Each (tap, output row) copies the run of columns inside x (in
     blocks of 8 at stride 2, as im2col_strided) and zeroes the few outside it; a row
     outside x is zeroed whole. Saves the padded copy of x that the forward otherwise

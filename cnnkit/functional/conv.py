@@ -52,8 +52,8 @@ from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_range
 from . import winograd
 from .activation import add
 from ._check import check_array, check_same_dtype, memo, pair
-from .window import (as_nchw, crop_channel_major, is_channel_major, output_hw, pad_channel_major, padded_size,
-                     resolve_padding, window_slices)
+from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size, planes, resolve_padding,
+                     window_slices)
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1,
@@ -121,7 +121,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else _unused(1, x.dtype)
-        xf, sn, sc = _planes(x)
+        xf, sn, sc = planes(x)
         parallel_ranges(lambda c0, c1: jit.depthwise_3x3_s2_phases(xf, sn, sc, n, h, wd, geo.padded_hw[0], wk, bk, y,
                                                                    pads[0], pads[2], c0, c1, relu),
                         c, 2 * kh * kw * y.size)
@@ -384,26 +384,16 @@ def _direct(geo: "_Geometry", depthwise: bool):
     return jit
 
 
-def _planes(a: np.ndarray):
-    """``(flat, sn, sc)``: a 1-D array over a's memory in which plane (n, c) of a (N, C,
-    H, W) starts at ``n*sn + c*sc``, rows contiguous. NCHW and channel-major (C, N, H, W)
-    memory are used as they are; other layouts are copied to NCHW first."""
-    n, c, h, w = a.shape
-    if is_channel_major(a):
-        return a.transpose(1, 0, 2, 3).reshape(-1), h * w, n * h * w
-    return np.ascontiguousarray(a).reshape(-1), c * h * w, h * w
-
-
 class _Unpadded:
     """The columns' source where im2col reads the input itself (``_Geometry.column_source``):
     x, kept by reference for the backward (as BatchNorm and the 1x1 conv keep theirs), and
-    its memory as ``_planes`` gives it."""
+    its memory as ``window.planes`` gives it."""
 
     __slots__ = ("x", "flat", "sn", "sc")
 
     def __init__(self, x: np.ndarray):
         self.x = x
-        self.flat, self.sn, self.sc = _planes(x)
+        self.flat, self.sn, self.sc = planes(x)
 
 
 class _WinogradSaved:

@@ -124,6 +124,16 @@ def is_channel_major(x: np.ndarray) -> bool:
     return x.ndim == 4 and not x.flags.c_contiguous and x.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
+def planes(a: np.ndarray):
+    """``(flat, sn, sc)``: a 1-D array over a's memory in which plane (n, c) of a (N, C,
+    H, W) starts at ``n*sn + c*sc``, rows contiguous. NCHW and channel-major (C, N, H, W)
+    memory are used as they are; other layouts are copied to NCHW first."""
+    n, c, h, w = a.shape
+    if is_channel_major(a):
+        return a.transpose(1, 0, 2, 3).reshape(-1), h * w, n * h * w
+    return np.ascontiguousarray(a).reshape(-1), c * h * w, h * w
+
+
 def pad_channel_major(x: np.ndarray, pads, size_hw, fill: float = 0.0) -> np.ndarray:
     """Copy an (N, C, H, W) array into a (C, N, Hp, Wp) buffer filled with ``fill``.
 
@@ -181,4 +191,4 @@ def crop_channel_major(xp: np.ndarray, pads, in_hw) -> np.ndarray:
 
 
 __all__ = ["conv_out_size", "resolve_padding", "output_hw", "window_slices", "padded_size",
-           "pad_channel_major", "crop_channel_major", "as_nchw", "is_channel_major"]
+           "pad_channel_major", "crop_channel_major", "as_nchw", "is_channel_major", "planes"]

@@ -41,7 +41,7 @@ import types
 import numpy as np
 
 from ..runtime import get_num_threads, parallel_map
-from .window import pad_channel_major
+from .window import pad_channel_major, planes
 
 # F(2x2, 3x3) with interpolation points 0, 1, -1 (and infinity).
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -232,9 +232,8 @@ class _XSource:
     __slots__ = ("x", "flat", "sn", "sc", "top", "left", "th", "tw")
 
     def __init__(self, x, top, left, th, tw):
-        from .conv import _planes
         self.x, self.top, self.left, self.th, self.tw = x, top, left, th, tw
-        self.flat, self.sn, self.sc = _planes(x)
+        self.flat, self.sn, self.sc = planes(x)
 
 
 def _input(kernels, src, v, r0, r1):

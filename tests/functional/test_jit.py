@@ -714,7 +714,7 @@ def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads,
     """im2col_unpadded (columns straight from x, zeros where a window leaves it) gives
     exactly the columns im2col_strided builds from the padded copy, for images n0.. and
     for a run of output rows r0.., with x as NCHW or channel-major memory."""
-    from cnnkit.functional.conv import _planes
+    from cnnkit.functional.window import planes
     from cnnkit.functional.window import output_hw, pad_channel_major, padded_size
     jit = runtime.jit_kernels()
     rng = np.random.default_rng(sum(hw) + k)
@@ -724,7 +724,7 @@ def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads,
         x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
     ho, wo = output_hw(hw, (k, k), (stride, stride), (dil, dil), pads, "t")
     xp = np.ascontiguousarray(pad_channel_major(x, pads, padded_size((ho, wo), (k, k), (stride, stride), (dil, dil))))
-    flat, sn, sc = _planes(x)
+    flat, sn, sc = planes(x)
     for n0, nm, r0, rows in ((1, 3, 0, ho), (2, 1, ho // 2, ho - ho // 2)):
         want = np.full((c, k * k, nm, ho, wo), np.nan, np.float32)
         jit.im2col_strided(xp, want, n0, 0, k, stride, stride, dil, dil)

@@ -189,7 +189,7 @@ def test_input_transform_from_x_same_bits_as_from_the_padded_copy(c, n, h, w, pa
     padded copy, for whole batches and for chunks that start and end inside images; NaN
     and infinities in x stay where they are (a column outside x is zero even where the
     clamped load next to it reads one)."""
-    from cnnkit.functional.conv import _planes
+    from cnnkit.functional.window import planes
     from cnnkit.functional.window import pad_channel_major
     rng = np.random.default_rng(h * w + c)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -199,7 +199,7 @@ def test_input_transform_from_x_same_bits_as_from_the_padded_copy(c, n, h, w, pa
     ho, wo = h + pads[0] + pads[1] - 2, w + pads[2] + pads[3] - 2
     th, tw = -(-ho // 2), -(-wo // 2)
     xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
-    flat, sn, sc = _planes(x)
+    flat, sn, sc = planes(x)
     for r0, r1 in ((0, n * th), (1, th + 1), (th - 1, 2 * th)):
         k = (r1 - r0) * tw
         want, got = np.full((c, 16, k), 7.0, np.float32), np.full((c, 16, k), 7.0, np.float32)
