@@ -2337,7 +2337,7 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl)
         past[q] = max(first[q], min(wo, (wd - 1 - off) // sw + 1))  # past the last with j*sw + off < wd
     for c in range(nc):
         for k in range(kk):
-            p, q = k // kw, k - (k // kw) * kw
+            p, q = k // kw, k % kw
             off = q * dw - pl
             j0, j1 = first[q], past[q]
             run = j1 - j0

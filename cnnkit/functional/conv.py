@@ -52,8 +52,8 @@ from ..runtime import get_num_threads, jit_kernels, parallel_map, parallel_range
 from . import winograd
 from .activation import add
 from ._check import check_array, check_same_dtype, memo, pair
-from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size, planes, resolve_padding,
-                     window_slices)
+from .window import (Planes, as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size, planes,
+                     resolve_padding, window_slices)
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1,
@@ -384,18 +384,6 @@ def _direct(geo: "_Geometry", depthwise: bool):
     return jit
 
 
-class _Unpadded:
-    """The columns' source where im2col reads the input itself (``_Geometry.column_source``):
-    x, kept by reference for the backward (as BatchNorm and the 1x1 conv keep theirs), and
-    its memory as ``window.planes`` gives it."""
-
-    __slots__ = ("x", "flat", "sn", "sc")
-
-    def __init__(self, x: np.ndarray):
-        self.x = x
-        self.flat, self.sn, self.sc = planes(x)
-
-
 class _WinogradSaved:
     """What a Winograd forward keeps for the backward: ``saved`` = (padded input, U), and
     the transform kernels it used."""
@@ -603,7 +591,7 @@ class _Geometry:
 
     def column_source(self, x: np.ndarray):
         """:meth:`source`, except in strided mode (not batch-inner) where Numba is
-        installed: x itself (an :class:`_Unpadded`), whose columns the compiled im2col
+        installed: x itself (a ``window.Planes``), whose columns the compiled im2col
         builds with the zero padding in place (``_jit.im2col_unpadded``) - no padded copy
         written first and kept for the backward (nor a channel-major copy of an NCHW x, or
         of an unpadded 1x1 stride-2 input). Measured (3x3 s2 128->128 @28, batch 8, 2
@@ -614,7 +602,7 @@ class _Geometry:
         convs at batch 1 took 3-5 us longer, of 17-22)."""
         if (self.mode == "strided" and not self.batch_inner and x.nbytes >= self.unpadded_min_bytes
                 and jit_kernels() is not None):
-            return _Unpadded(x)
+            return Planes(x)
         return self.source(x)
 
     def zeros_source(self, dtype) -> np.ndarray:
@@ -732,7 +720,7 @@ class _Geometry:
         c, g = self.x_shape[1], self.groups
         kk = self.w_shape[2] * self.w_shape[3]
         jit = jit_kernels()
-        if isinstance(src, _Unpadded) and jit is None:  # (Numba switched off since the forward)
+        if isinstance(src, Planes) and jit is None:  # (Numba switched off since the forward)
             src = self.source(src.x)
         if self.mode == "pointwise":
             return src.reshape(g, c // g, -1)[:, :, a:b]  # a view: no copy
@@ -751,7 +739,7 @@ class _Geometry:
             wo, sh = self.out_hw[1], self.stride[0]
             rows, r0 = (b - a) // ((n1 - n0) * wo), (a - n0 * self._grid()) // wo
             cols = buf[:c * kk * (b - a)].reshape(c, kk, n1 - n0, rows, wo)
-            if isinstance(src, _Unpadded):  # from x, the padding zeroed in place
+            if isinstance(src, Planes):  # from x, the padding zeroed in place
                 h, wd = self.x_shape[2:]
                 jit.im2col_unpadded(src.flat, src.sn, src.sc, h, wd, cols, n0, r0, self.w_shape[3],
                                     *self.stride, *self.dilation, self.pads[0], self.pads[2])

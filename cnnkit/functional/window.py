@@ -134,6 +134,19 @@ def planes(a: np.ndarray):
     return np.ascontiguousarray(a).reshape(-1), c * h * w, h * w
 
 
+class Planes:
+    """An (N, C, H, W) array kept by reference, with its memory as :func:`planes` gives it:
+    the source of the kernels that read x in place of a padded copy (conv's
+    ``_jit.im2col_unpadded``, Winograd's ``_jit.winograd_input_from_x``), which the
+    backward reads again (as BatchNorm and the 1x1 conv keep their input)."""
+
+    __slots__ = ("x", "flat", "sn", "sc")
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.flat, self.sn, self.sc = planes(x)
+
+
 def pad_channel_major(x: np.ndarray, pads, size_hw, fill: float = 0.0) -> np.ndarray:
     """Copy an (N, C, H, W) array into a (C, N, Hp, Wp) buffer filled with ``fill``.
 
@@ -191,4 +204,4 @@ def crop_channel_major(xp: np.ndarray, pads, in_hw) -> np.ndarray:
 
 
 __all__ = ["conv_out_size", "resolve_padding", "output_hw", "window_slices", "padded_size",
-           "pad_channel_major", "crop_channel_major", "as_nchw", "is_channel_major", "planes"]
+           "pad_channel_major", "crop_channel_major", "as_nchw", "is_channel_major", "planes", "Planes"]

@@ -41,7 +41,7 @@ import types
 import numpy as np
 
 from ..runtime import get_num_threads, parallel_map
-from .window import pad_channel_major, planes
+from .window import Planes, pad_channel_major
 
 # F(2x2, 3x3) with interpolation points 0, 1, -1 (and infinity).
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -214,7 +214,7 @@ def _plan(n: int, th: int, tw: int, c: int, f: int, itemsize: int):
 
 # From this many input channels the compiled input transform reads x itself
 # (_jit.winograd_input_from_x: padding as zeros where a tile leaves x), instead of a
-# padded copy that the forward writes first and the backward keeps (_XSource keeps x by
+# padded copy that the forward writes first and the backward keeps (window.Planes keeps x by
 # reference, as BatchNorm and the 1x1 conv do). Measured (forward + backward, 2 threads,
 # 15 alternating rounds in one process, ms, padded copy / from x, same bits): 32->32 at
 # 28x28 batch 128 16.7 / 15.7, 64->64 at 14x14 15.2 / 13.8, 32->32 at 16x16 5.86 / 5.54,
@@ -225,22 +225,12 @@ def _plan(n: int, th: int, tw: int, c: int, f: int, itemsize: int):
 FROM_X_MIN_CHANNELS = 32
 
 
-class _XSource:
-    """x itself as the Winograd input's source (winograd_input_from_x), kept by reference,
-    with where its padded plane would put it."""
-
-    __slots__ = ("x", "flat", "sn", "sc", "top", "left", "th", "tw")
-
-    def __init__(self, x, top, left, th, tw):
-        self.x, self.top, self.left, self.th, self.tw = x, top, left, th, tw
-        self.flat, self.sn, self.sc = planes(x)
-
-
-def _input(kernels, src, v, r0, r1):
-    """The input transform of tile rows r0..r1-1 into v, from a padded copy or from x."""
-    if isinstance(src, _XSource):
+def _input(kernels, src, v, r0, r1, top, left, th, tw):
+    """The input transform of tile rows r0..r1-1 into v, from a padded copy or from x
+    (a ``window.Planes``, placed at (top, left) of the (2*th + 2, 2*tw + 2) padded grid)."""
+    if isinstance(src, Planes):
         h, wd = src.x.shape[2:]
-        kernels.winograd_input_from_x(src.flat, src.sn, src.sc, h, wd, src.top, src.left, src.th, src.tw, v, r0, r1)
+        kernels.winograd_input_from_x(src.flat, src.sn, src.sc, h, wd, top, left, th, tw, v, r0, r1)
     else:
         kernels.winograd_input(src, v, r0, r1)
 
@@ -248,12 +238,12 @@ def _input(kernels, src, v, r0, r1):
 def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
     """y (F, N, Ho, Wo) channel-major, and (xp, U) for :func:`backward`: xp the input
     zero-padded to the tile grid, (C, N, 2*th + 2, 2*tw + 2), or (compiled kernels, from
-    FROM_X_MIN_CHANNELS input channels) x itself as an _XSource."""
+    FROM_X_MIN_CHANNELS input channels) x itself as a ``window.Planes``."""
     n, c = x.shape[:2]
     f = w.shape[0]
     th, tw = tile_grid(out_hw)
     if c >= FROM_X_MIN_CHANNELS and hasattr(kernels, "winograd_input_from_x"):
-        xp = _XSource(x, pads[0], pads[2], th, tw)
+        xp = Planes(x)
     else:
         xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
     u = transform_filter(w)
@@ -266,7 +256,7 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
         for r0, r1 in parts:
             k = (r1 - r0) * tw
             vk, mk = _rows(v, c, k), _rows(m, f, k)
-            _input(kernels, xp, vk, r0, r1)
+            _input(kernels, xp, vk, r0, r1, pads[0], pads[2], th, tw)
             np.matmul(u, vk[:, :, :k].transpose(1, 0, 2), out=mk[:, :, :k].transpose(1, 0, 2))  # 16 (F, C) @ (C, k)
             kernels.winograd_output(mk, y, bias, r0, r1, th, relu)
     parallel_map(run, chunks, small=small)
@@ -298,7 +288,7 @@ def backward(dy_cn, saved, x_shape, pads, need_dx=True, need_dw=True, kernels=NU
             kernels.winograd_output_adjoint(dy_cn, dmk, r0, r1, th)
             if need_dw:
                 vk = _rows(v, c, k)
-                _input(kernels, xp, vk, r0, r1)
+                _input(kernels, xp, vk, r0, r1, top, left, th, tw)
                 du += np.matmul(dmk[:, :, :k].transpose(1, 0, 2), vk[:, :, :k].transpose(1, 2, 0))  # 16 (F, k) @ (k, C)
             if need_dx:
                 dvk = _rows(dv, c, k)

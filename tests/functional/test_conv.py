@@ -588,7 +588,7 @@ def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, unpadded, monke
         conv._geometry.cache_clear()
         y, cache = conv2d_forward(x, w, b, s, p, d, g)
         geo = cache[0]
-        assert isinstance(cache[1], conv._Unpadded) == (unpadded and jit)
+        assert isinstance(cache[1], conv.Planes) == (unpadded and jit)
         runs = list(geo.chunks(4, rows=True))
         assert geo.mode == "strided" and len(runs) >= 4 and (len(runs) % 2 == 0 or len(runs) == y.shape[2])
         assert [ch[2:] for ch in runs] == list(zip([ch[2] for ch in runs], [ch[2] for ch in runs[1:]] + [y[0, 0].size]))
@@ -629,7 +629,7 @@ def test_columns_from_x_survive_numba_switched_off_before_the_backward(monkeypat
     x = rng.standard_normal((3, 5, 13, 11)).astype(np.float32)
     w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
     y, cache = conv2d_forward(x, w, None, 2, 1)
-    assert isinstance(cache[1], conv._Unpadded)
+    assert isinstance(cache[1], conv.Planes)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     want = conv2d_backward(dy, cache)
     previous = runtime.set_jit(False)

@@ -261,7 +261,7 @@ def test_compiled_transforms_match_numpy(shape, forced):
     previous, winograd.FROM_X_MIN_CHANNELS = winograd.FROM_X_MIN_CHANNELS, 0  # the compiled ones from x itself
     try:
         y, saved = winograd.forward(x, w, b, pads, out_hw, False, JIT)
-        assert isinstance(saved[0], winograd._XSource)
+        assert isinstance(saved[0], winograd.Planes)
         res["from_x"] = (y,) + winograd.backward(dy, saved, x.shape, pads, True, True, JIT)
     finally:
         winograd.FROM_X_MIN_CHANNELS = previous
