@@ -2318,7 +2318,7 @@ def im2col_strided(src, cols, n0, r0, kw, sh, sw, dh, dw):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl):  # pragma: no cover - compiled
+def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl, blk):  # pragma: no cover - compiled
     """im2col_strided from the input itself instead of a padded copy: ``cols[c, p*kw + q,
     m, i, j] = x[n0 + m, c, (r0 + i)*sh + p*dh - pt, j*sw + q*dw - pl]``, 0 where that is
     outside x. x is the flat memory of (N, C, H, W) with plane (n, c) at ``n*sn + c*sc``
@@ -2328,6 +2328,9 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl)
     outside x is zeroed whole. Saves the padded copy of x that the forward otherwise
     writes first and the backward keeps."""
     nc, kk, nm, ho, wo = cols.shape
+    if sw == 2:
+        _im2col_unpadded_s2(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, dh, dw, pt, pl, blk)
+        return
     cf = cols.reshape(-1)
     zero = cols.dtype.type(0)
     first, past = np.empty(kw, dtype=np.int64), np.empty(kw, dtype=np.int64)
@@ -2370,12 +2373,95 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl)
                             cf[ob + _U(t)] = xf[a + _U(t * sw)]
 
 
+COPY_BLOCK = 16  # elements per block copy of _im2col_unpadded_s2's runs (passed at run time; see there)
+
+
+@numba.njit(nogil=True, cache=True)
+def _im2col_unpadded_s2(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, dh, dw, pt, pl, blk):  # pragma: no cover - compiled
+    """im2col_unpadded at column stride 2. A run's elements are 2 apart in x, but
+    consecutive in one of the two phases of the plane taken flat (``even[t] =
+    plane[2t]``, ``odd[t] = plane[2t + 1]``): each (channel, image) plane is split into
+    them first (one vectorized pass, two loads a step), then each output row's run is a
+    unit-stride copy, in blocks of ``blk`` (COPY_BLOCK) elements, the last block running
+    past the run into memory written later: the zeros after it and the next rows of the
+    same (channel, tap, image) block, never past the block (the blocks are visited
+    channel, image, tap, with each plane's phases in L1: 0.67 of the old time, where
+    memory order, all of a channel's planes split first, gave 0.75). A row of 14 is then
+    one 16-lane load and store instead of 8-element blocks of stride-2 loads and a scalar
+    tail. ``blk`` is an argument, not a constant, because LLVM unrolls a loop of constant
+    length 16 into 16 scalar moves but vectorizes one of run-time length. One thread,
+    kernel alone, bits equal, us (before / after): 128 channels 28x28 -> 14x14 92 -> 62,
+    256 @28 182 -> 121, 512 @14 158 -> 135; the 7x7 s2 stem at 224 (3 channels) 564 -> 177."""
+    nc, kk, nm, ho, wo = cols.shape
+    cf = cols.reshape(-1)
+    zero = cols.dtype.type(0)
+    hw = h * wd
+    half = (hw + 1) // 2
+    ph = np.empty(2 * half + 2 * blk, dtype=cols.dtype)  # even, then odd positions; room for an overrun
+    uh = _U(half)
+    first, past = np.empty(kw, dtype=np.int64), np.empty(kw, dtype=np.int64)
+    for q in range(kw):  # each kernel column's run of output columns inside x
+        off = q * dw - pl  # input column of output column j: 2j + off
+        first[q] = min(wo, max(0, (-off + 1) // 2))
+        past[q] = max(first[q], min(wo, (wd - 1 - off) // 2 + 1))
+    two, one = _U(2), _U(1)
+    for c in range(nc):
+        for m in range(nm):
+            plane = _U((n0 + m) * sn + c * sc)
+            for t in range(hw // 2):
+                u = _U(t)
+                v0, v1 = xf[plane + two * u], xf[plane + two * u + one]
+                ph[u] = v0
+                ph[uh + u] = v1
+            if hw % 2:
+                ph[uh - one] = xf[plane + _U(hw - 1)]
+            for k in range(kk):
+                p, q = k // kw, k % kw
+                off = q * dw - pl
+                j0, j1 = first[q], past[q]
+                run = j1 - j0
+                blocks = (run + blk - 1) // blk
+                o = _U(((c * kk + k) * nm + m) * ho * wo)
+                oend = o + _U(ho * wo)
+                for i in range(ho):
+                    oi = o + _U(i * wo)
+                    ri = (r0 + i) * sh + p * dh - pt
+                    if ri < 0 or ri >= h:
+                        for j in range(wo):
+                            cf[oi + _U(j)] = zero
+                        continue
+                    for j in range(j0):
+                        cf[oi + _U(j)] = zero
+                    f = _U(ri * wd + 2 * j0 + off)  # the plane's element at output column j0 (>= 0)
+                    a = (f & one) * uh + (f >> one)
+                    ob = oi + _U(j0)
+                    inside = ob + _U(blocks * blk) <= oend  # (an overrun lands on this block's later rows)
+                    if inside and blocks == 1:
+                        for t in range(blk):
+                            cf[ob + _U(t)] = ph[a + _U(t)]
+                    elif inside:
+                        for b in range(blocks):
+                            ab, obb = a + _U(b * blk), ob + _U(b * blk)
+                            for t in range(blk):
+                                cf[obb + _U(t)] = ph[ab + _U(t)]
+                    else:
+                        for t in range(run):
+                            cf[ob + _U(t)] = ph[a + _U(t)]
+                    for j in range(j1, wo):
+                        cf[oi + _U(j)] = zero
+
+
 @numba.njit(nogil=True, cache=True)
 def col2im_strided(cols, dxp, n0, kw, sh, sw, dh, dw):  # pragma: no cover - compiled
     """The adjoint: ``dxp[c, n0 + m, i*sh + p*dh, j*sw + q*dw] += cols[c, p*kw + q, m, i, j]``,
     flat as im2col_strided; each element of dxp gets its taps in order (the same bits as
-    NumPy's pass per tap). (Blocks of 8 at stride 2 measured slower here than the plain loop.)"""
+    NumPy's pass per tap). (Blocks of 8 at stride 2 measured slower here than the plain loop.)
+    At stride 2 with outputs at least ``COL2IM_PHASES_MIN_WIDTH`` wide, by phases
+    (_col2im_s2)."""
     nc, kk, nm, ho, wo = cols.shape
+    if sw == 2 and wo >= COL2IM_PHASES_MIN_WIDTH:
+        _col2im_s2(cols, dxp, n0, kw, sh, dh, dw)
+        return
     nb, hp, wp = dxp.shape[1], dxp.shape[2], dxp.shape[3]
     df, cf = dxp.reshape(-1), cols.reshape(-1)
     for c in range(nc):
@@ -2388,6 +2474,53 @@ def col2im_strided(cols, dxp, n0, kw, sh, sw, dh, dw):  # pragma: no cover - com
                     a, oi = base + _U(i * sh * wp), o + _U(i * wo)
                     for j in range(wo):
                         df[a + _U(j * sw)] += cf[oi + _U(j)]
+
+
+COL2IM_PHASES_MIN_WIDTH = 16  # narrowest stride-2 output that col2im_strided adds by phases
+
+
+@numba.njit(nogil=True, cache=True)
+def _col2im_s2(cols, dxp, n0, kw, sh, dh, dw):  # pragma: no cover - compiled
+    """col2im_strided at column stride 2, as _im2col_unpadded_s2 builds the columns: each
+    (channel, image) plane of dxp is split into its even and odd positions (taken flat),
+    each output row's taps are added to one phase at unit stride (vectorized), and the
+    phases are put back. Each element gets its taps in the same order (the same bits).
+    One thread, kernel alone, us (before / after): the 7x7 s2 stem at 224 (3 channels)
+    552 -> 164; 128 channels 56 -> 28 wide 253 -> 167; 16 channels 32 -> 16, 8 images
+    85 -> 61; but 28 -> 14 wide 74 -> 79 (a row of 14 adds is mostly a scalar tail),
+    hence the floor on the width."""
+    nc, kk, nm, ho, wo = cols.shape
+    nb, hp, wp = dxp.shape[1], dxp.shape[2], dxp.shape[3]
+    df, cf = dxp.reshape(-1), cols.reshape(-1)
+    hw = hp * wp
+    half = (hw + 1) // 2
+    uh = _U(half)
+    ph = np.empty(2 * half, dtype=dxp.dtype)  # even, then odd positions of a plane
+    two, one = _U(2), _U(1)
+    for c in range(nc):
+        for m in range(nm):
+            plane = _U((c * nb + n0 + m) * hw)
+            for t in range(hw // 2):
+                u = _U(t)
+                v0, v1 = df[plane + two * u], df[plane + two * u + one]
+                ph[u] = v0
+                ph[uh + u] = v1
+            if hw % 2:
+                ph[uh - one] = df[plane + _U(hw - 1)]
+            for k in range(kk):
+                p, q = k // kw, k % kw
+                o = _U(((c * kk + k) * nm + m) * ho * wo)
+                for i in range(ho):
+                    f = _U((i * sh + p * dh) * wp + q * dw)  # the plane's element at output column 0
+                    a, oi = (f & one) * uh + (f >> one), o + _U(i * wo)
+                    for j in range(wo):
+                        ph[a + _U(j)] += cf[oi + _U(j)]
+            for t in range(hw // 2):
+                u = _U(t)
+                df[plane + two * u] = ph[u]
+                df[plane + two * u + one] = ph[uh + u]
+            if hw % 2:
+                df[plane + _U(hw - 1)] = ph[uh - one]
 
 
 @numba.njit(nogil=True, cache=True)

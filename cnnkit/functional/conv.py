@@ -474,8 +474,12 @@ class _Geometry:
     strided_chunk_bytes = 1 << 20
     # ... and a batch-1 image's columns above this size are cut into runs of rows (row_run)
     row_run_bytes = 1 << 20
-    # Strided mode builds its columns from x itself from this size of input up (column_source)
+    # Strided mode builds its columns from x itself from this size of input up (column_source),
+    # at column stride 2 (split into even and odd phases: _jit._im2col_unpadded_s2) from less:
+    # ResNet-50's 7x7 s2 stem at batch 1 (588 KiB) forward 1.29 -> 0.90 ms, 3x3 s2 256 @28
+    # 0.79 -> 0.74; at 128 KiB (16 channels 16x16 batch 8) 0.08 ms, 10% slower
     unpadded_min_bytes = 1 << 20
+    unpadded_s2_min_bytes = 256 << 10
     # Below this many bytes of columns a conv runs as one chunk on the calling thread:
     # LeNet-5 at batch 2 took 6.2 ms a step with its chunks handed to 2 threads, 4.0 serially.
     parallel_bytes = 1 << 20
@@ -597,11 +601,11 @@ class _Geometry:
         of an unpadded 1x1 stride-2 input). Measured (3x3 s2 128->128 @28, batch 8, 2
         threads, 25 alternating rounds in one process, ms): NCHW x forward 1.78 -> 1.67,
         forward + backward 4.68 -> 4.50; channel-major x 1.72 -> 1.68 and 4.71 -> 4.80
-        (even); the 7x7 s2 stem at batch 1 even. From ``unpadded_min_bytes`` of input
-        up: below, the padded copy is cheap and the per-row bounds cost more (LeNet-5's
-        convs at batch 1 took 3-5 us longer, of 17-22)."""
-        if (self.mode == "strided" and not self.batch_inner and x.nbytes >= self.unpadded_min_bytes
-                and jit_kernels() is not None):
+        (even). From ``unpadded_min_bytes`` of input up (``unpadded_s2_min_bytes`` at
+        column stride 2): below, the padded copy is cheap and the per-row bounds cost more
+        (LeNet-5's convs at batch 1 took 3-5 us longer, of 17-22)."""
+        least = self.unpadded_s2_min_bytes if self.stride[1] == 2 else self.unpadded_min_bytes
+        if self.mode == "strided" and not self.batch_inner and x.nbytes >= least and jit_kernels() is not None:
             return Planes(x)
         return self.source(x)
 
@@ -742,7 +746,7 @@ class _Geometry:
             if isinstance(src, Planes):  # from x, the padding zeroed in place
                 h, wd = self.x_shape[2:]
                 jit.im2col_unpadded(src.flat, src.sn, src.sc, h, wd, cols, n0, r0, self.w_shape[3],
-                                    *self.stride, *self.dilation, self.pads[0], self.pads[2])
+                                    *self.stride, *self.dilation, self.pads[0], self.pads[2], jit.COPY_BLOCK)
             elif jit is not None:  # the same copies, compiled (no per-row overhead)
                 jit.im2col_strided(src, cols, n0, r0, self.w_shape[3], *self.stride, *self.dilation)
             else:

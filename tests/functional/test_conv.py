@@ -568,7 +568,8 @@ def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, unpadded, monke
     ReLU, inside blas_threaded (batch-1 inference) and outside it, and matches PyTorch
     in float64; a training forward cut in runs still has the right gradients (its
     backward takes whole images, its columns built again). With the columns read from x
-    itself (im2col_unpadded, forced by unpadded_min_bytes = 0) or from the padded copy."""
+    itself (im2col_unpadded, forced by unpadded_min_bytes = unpadded_s2_min_bytes = 0) or
+    from the padded copy."""
     from cnnkit import runtime
     c, f, h, k, s, p, d, g = case
     rng = np.random.default_rng(sum(case))
@@ -585,6 +586,7 @@ def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, unpadded, monke
         monkeypatch.setattr(conv._Geometry, "row_run_bytes", 1)
         monkeypatch.setattr(conv._Geometry, "keep_bytes", 0)
         monkeypatch.setattr(conv._Geometry, "unpadded_min_bytes", 0 if unpadded else 1 << 60)
+        monkeypatch.setattr(conv._Geometry, "unpadded_s2_min_bytes", 0 if unpadded else 1 << 60)
         conv._geometry.cache_clear()
         y, cache = conv2d_forward(x, w, b, s, p, d, g)
         geo = cache[0]
@@ -623,6 +625,7 @@ def test_columns_from_x_survive_numba_switched_off_before_the_backward(monkeypat
     after set_jit(False): the backward pads x then and gets the same gradients."""
     from cnnkit import runtime
     monkeypatch.setattr(conv._Geometry, "unpadded_min_bytes", 0)
+    monkeypatch.setattr(conv._Geometry, "unpadded_s2_min_bytes", 0)
     monkeypatch.setattr(conv._Geometry, "keep_bytes", 0)
     conv._geometry.cache_clear()
     rng = np.random.default_rng(21)

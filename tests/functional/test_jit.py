@@ -700,6 +700,28 @@ def test_strided_im2col_and_col2im_match_slices(wo, sw, dw):
     np.testing.assert_array_equal(dxp, ref)
 
 
+@pytest.mark.parametrize("hp,wp,kh,kw,dh,dw", [(9, 37, 3, 3, 1, 1), (10, 40, 3, 3, 1, 1), (13, 39, 7, 7, 1, 1),
+                                                (11, 38, 3, 2, 2, 2), (5, 33, 1, 1, 1, 1)])
+def test_col2im_by_phases_matches_slice_adds(hp, wp, kh, kw, dh, dw):
+    """col2im_strided at stride 2 and outputs >= COL2IM_PHASES_MIN_WIDTH wide goes by the
+    planes' even and odd phases: its sums equal the NumPy slice adds exactly (the same
+    order), for images n0.. of a batch whose gradient already holds values (it adds), odd
+    and even plane sizes (the last element alone in the even phase), other images untouched."""
+    jit = runtime.jit_kernels()
+    rng = np.random.default_rng(hp * wp)
+    c, n, n0, nm, sh = 3, 4, 1, 2, 2
+    ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // 2 + 1
+    assert wo >= jit.COL2IM_PHASES_MIN_WIDTH
+    dxp = rng.standard_normal((c, n, hp, wp)).astype(np.float32)
+    ref = dxp.copy()
+    g = rng.standard_normal((c, kh * kw, nm, ho, wo)).astype(np.float32)
+    jit.col2im_strided(g, dxp, n0, kw, sh, 2, dh, dw)
+    for k in range(kh * kw):
+        p, q = divmod(k, kw)
+        ref[:, n0:n0 + nm, p * dh:p * dh + (ho - 1) * sh + 1:sh, q * dw:q * dw + (wo - 1) * 2 + 1:2] += g[:, k]
+    np.testing.assert_array_equal(dxp, ref)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channel_major"])
 @pytest.mark.parametrize("k,stride,dil,pads,hw", [
     (3, 2, 1, (1, 1, 1, 1), (28, 28)),     # ResNet's 3x3 s2
@@ -709,11 +731,16 @@ def test_strided_im2col_and_col2im_match_slices(wo, sw, dw):
     (3, 1, 2, (2, 2, 2, 2), (10, 12)),     # dilated
     (3, 3, 1, (4, 0, 5, 1), (8, 7)),       # padding wider than the kernel: rows/columns of zeros
     (5, 2, 1, (0, 0, 0, 0), (13, 18)),     # no padding
+    (5, 1, 1, (2, 2, 2, 2), (11, 37)),     # stride 1: runs copied from x itself
+    (3, 2, 1, (1, 1, 1, 1), (40, 70)),     # runs of 35: several blocks
 ])
-def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads, hw, layout):
+@pytest.mark.parametrize("blk", [16, 4])
+def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads, hw, layout, blk):
     """im2col_unpadded (columns straight from x, zeros where a window leaves it) gives
     exactly the columns im2col_strided builds from the padded copy, for images n0.. and
-    for a run of output rows r0.., with x as NCHW or channel-major memory."""
+    for a run of output rows r0.., with x as NCHW or channel-major memory, copying in
+    blocks of 16 (COPY_BLOCK) or 4 (many blocks a run). The columns are a view at the
+    start of a longer buffer: the blocks that run past a row's end stay inside the view."""
     from cnnkit.functional.window import planes
     from cnnkit.functional.window import output_hw, pad_channel_major, padded_size
     jit = runtime.jit_kernels()
@@ -728,9 +755,13 @@ def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads,
     for n0, nm, r0, rows in ((1, 3, 0, ho), (2, 1, ho // 2, ho - ho // 2)):
         want = np.full((c, k * k, nm, ho, wo), np.nan, np.float32)
         jit.im2col_strided(xp, want, n0, 0, k, stride, stride, dil, dil)
-        got = np.full((c, k * k, nm, rows, wo), np.nan, np.float32)
-        jit.im2col_unpadded(flat, sn, sc, hw[0], hw[1], got, n0, r0, k, stride, stride, dil, dil, pads[0], pads[2])
+        size = c * k * k * nm * rows * wo
+        buf = np.full(size + 64, np.nan, np.float32)
+        got = buf[:size].reshape(c, k * k, nm, rows, wo)
+        jit.im2col_unpadded(flat, sn, sc, hw[0], hw[1], got, n0, r0, k, stride, stride, dil, dil, pads[0], pads[2], blk)
         np.testing.assert_array_equal(got, want[:, :, :, r0:r0 + rows])
+        assert np.isnan(buf[size:]).all()
+    assert jit.COPY_BLOCK == 16
 
 
 @pytest.mark.parametrize("n,h,w", [(3, 14, 14), (2, 7, 7), (1, 16, 16), (2, 9, 40), (4, 15, 3)])
