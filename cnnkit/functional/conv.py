@@ -316,9 +316,10 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
         dxp = geo.zeros_source(dy.dtype) if need_dx else None
         w_t = w_mat.transpose(0, 2, 1)  # (G, K, Fg)
 
+        by_rows = w_mat.size >= geo.dw_rows_min  # dw summed as (G, Fg, K), else as its transpose
+
         def backward_chunks(chunks):  # each worker: its own dw sum; dx only in its images
-            g_, fg_, k_ = w_mat.shape
-            dw_t = np.zeros((g_, k_, fg_), dtype=dy.dtype) if need_dw else None  # (G, K, Fg)
+            dw_sum = None
             buf, dbuf = geo.buffers(dy.dtype)
             for ch in chunks:
                 dy_mat = geo.gradient_columns(dy_cn, ch, dbuf)  # (G, Fg, m)
@@ -327,18 +328,27 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
                     cols = geo.columns(cache_x, ch, buf) if cols is None else cols
                     # dw.T = x_col @ dy.T, (G, K, Fg): OpenBLAS runs this orientation 5-40%
                     # faster than dy @ x_col.T (LeNet's C2 chunk 0.33 -> 0.20 ms, 64->64 at
-                    # 14x14 1.64 -> 1.26, ResNet-50's 1x1 256->64 8.9 -> 7.9)
-                    dw_t += _matmul(cols, dy_mat.transpose(0, 2, 1))
+                    # 14x14 1.64 -> 1.26, ResNet-50's 1x1 256->64 8.9 -> 7.9); but a large dw
+                    # is then transposed, which costs more (see dw_rows_min)
+                    part = (_matmul(dy_mat, cols.transpose(0, 2, 1)) if by_rows
+                            else _matmul(cols, dy_mat.transpose(0, 2, 1)))
+                    if dw_sum is None:
+                        dw_sum = part
+                    else:
+                        dw_sum += part
                 if need_dx:
                     dx_col = _matmul(w_t, dy_mat, geo.dx_columns(buf, dxp, ch))  # (G, K, m)
                     geo.add_columns(dxp, ch, dx_col, buf)
-            return dw_t
+            if need_dw and dw_sum is None:  # (no chunks: an empty batch)
+                dw_sum = np.zeros(w_mat.shape if by_rows else w_t.shape, dtype=dy.dtype)
+            return dw_sum
         dy_cn = geo.gradient_source(dy_cn)
         itemsize = dy.dtype.itemsize
         if need_dw or need_dx:
             parts = parallel_map(backward_chunks, geo.chunks(itemsize), small=geo.serial(itemsize))
-        if need_dw:  # (G, K, Fg) -> (G, Fg, K) -> (F, Cg, kH, kW)
-            dw = np.ascontiguousarray(sum(parts[1:], parts[0]).transpose(0, 2, 1)).reshape(geo.w_shape)
+        if need_dw:  # (G, Fg, K), or (G, K, Fg) transposed, -> (F, Cg, kH, kW)
+            dw = sum(parts[1:], parts[0])
+            dw = (dw if by_rows else np.ascontiguousarray(dw.transpose(0, 2, 1))).reshape(geo.w_shape)
         if need_dx:
             dx = geo.finish_dx(dxp)  # (N, C, H, W) view of (C, N, H, W)
     if not need_dw:
@@ -474,6 +484,14 @@ class _Geometry:
     strided_chunk_bytes = 1 << 20
     # ... and a batch-1 image's columns above this size are cut into runs of rows (row_run)
     row_run_bytes = 1 << 20
+    # From this many weights up the backward sums dw as (G, Fg, K), dy @ x_col.T, instead
+    # of its transpose, which is faster to compute but must be transposed after: NumPy
+    # transposes a 1024x1024 float32 matrix in 3.7 ms (a copy takes 0.07). Whole backward,
+    # 2 threads, 12 alternating rounds in one process, rows / transposed: 1x1 1024->1024
+    # @7 batch 8 0.53, 512->512 @14 0.92; 3x3 s2 512->512 @14 batch 1 0.23, batch 8 0.72;
+    # 3x3 512->512 @7 batch 1 0.44. Below: 3x3 s2 128->128 (147K weights) 1.05, 1x1
+    # 256->64 1.11, AlexNet's conv1 1.19, LeNet's C3 1.37; 256->256 1x1 (66K) 0.98.
+    dw_rows_min = 1 << 18
     # Strided mode builds its columns from x itself from this size of input up (column_source),
     # at column stride 2 (split into even and odd phases: _jit._im2col_unpadded_s2) from less:
     # ResNet-50's 7x7 s2 stem at batch 1 (588 KiB) forward 1.29 -> 0.90 ms, 3x3 s2 256 @28
@@ -503,6 +521,11 @@ class _Geometry:
     # and LeNet's 6->16 5x5 (6-row GEMMs) 3.6 -> 6.6 ms.
     dx_by_convolution = ("strided",)
     dx_min_channels = 32
+    # ... and only while the weights are at most this many times the input's size: the
+    # rotated kernel is a transposed copy of them (backward, 2 threads, 10 alternating
+    # rounds, col2im / by convolution: 3x3 512->512 @7 batch 1 (94x) 0.57, 256 @14 batch 1
+    # (12x) 0.78, 512 @7 batch 8 (12x) 0.85, batch 32 (2.9x) 0.97; 256 @14 batch 8 (1.5x) 1.01)
+    dx_max_weight_ratio = 2
     # Depthwise convs run channel blocks of about this many bytes of output through all
     # their kH*kW shifted multiply-adds before moving on (see channel_blocks). Measured
     # (forward + backward of MobileNet v1's seven depthwise shapes at batch 8, 2 threads,
@@ -862,11 +885,13 @@ class _Geometry:
         ``dilation*(k-1) - pad`` on each side, correlated with the kernel rotated by 180
         degrees and its in/out channels swapped. This is that convolution's geometry, or
         None where the column-scatter path (col2im) is used instead: other strides, pads
-        wider than the dilated kernel, modes not in ``dx_by_convolution`` and fewer than
-        ``dx_min_channels`` input channels per group."""
+        wider than the dilated kernel, modes not in ``dx_by_convolution``, fewer than
+        ``dx_min_channels`` input channels per group, and weights of more than
+        ``dx_max_weight_ratio`` times the input's size."""
         n, c, h, wd = self.x_shape
         f, cg, kh, kw = self.w_shape
-        if self.stride != (1, 1) or self.mode not in self.dx_by_convolution or cg < self.dx_min_channels:
+        if (self.stride != (1, 1) or self.mode not in self.dx_by_convolution or cg < self.dx_min_channels
+                or f * cg * kh * kw > self.dx_max_weight_ratio * n * c * h * wd):
             return None
         (dh, dw), (top, bottom, left, right) = self.dilation, self.pads
         pads = (dh * (kh - 1) - top, dh * (kh - 1) - bottom, dw * (kw - 1) - left, dw * (kw - 1) - right)

@@ -340,6 +340,15 @@ def test_conv2d_chunked_on_two_threads_matches_naive_oracle(chunk, chunked_paral
     test_conv2d_matches_naive_oracle(chunk)
 
 
+@pytest.mark.parametrize("chunk", range(N_NAIVE_CHUNKS))
+def test_conv2d_dw_summed_by_rows_matches_naive_oracle(chunk, chunked_parallel, monkeypatch):
+    """The 300 configurations chunk by chunk on two threads with dw summed as (G, Fg, K),
+    dy @ x_col.T (what weights of dw_rows_min and more take), instead of its transpose."""
+    from cnnkit.functional import conv
+    monkeypatch.setattr(conv._Geometry, "dw_rows_min", 0)
+    test_conv2d_matches_naive_oracle(chunk)
+
+
 @pytest.fixture(params=["dx_by_convolution", "dx_by_col2im"])
 def dx_path(request, monkeypatch):
     """Either backward path for dx at stride 1, in every mode and channel count: as a
@@ -348,6 +357,7 @@ def dx_path(request, monkeypatch):
     modes = ("strided", "shift") if request.param == "dx_by_convolution" else ()
     monkeypatch.setattr(conv._Geometry, "dx_by_convolution", modes)
     monkeypatch.setattr(conv._Geometry, "dx_min_channels", 1)
+    monkeypatch.setattr(conv._Geometry, "dx_max_weight_ratio", float("inf"))
     conv._geometry.cache_clear()  # geometries remember their dx_geometry
     yield request.param
     monkeypatch.undo()
@@ -493,7 +503,8 @@ def test_serial_choice(monkeypatch):
 
 def test_dx_path_choice(monkeypatch):
     """The default: dx as a convolution in strided mode from 32 channels per group,
-    at stride 1 and pads no wider than the dilated kernel; col2im elsewhere."""
+    at stride 1, pads no wider than the dilated kernel and weights at most twice the
+    input's size; col2im elsewhere."""
     from cnnkit.functional import conv
     conv._geometry.cache_clear()
     geo = lambda x, w, pads, stride=(1, 1), dil=(1, 1), g=1: conv._Geometry(
@@ -506,8 +517,12 @@ def test_dx_path_choice(monkeypatch):
     assert geo((2, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)).dx_geometry is None          # 6 channels
     assert geo((2, 64, 15, 15), (64, 64, 3, 3), (1, 1, 1, 1), (2, 2)).dx_geometry is None  # stride 2
     assert geo((2, 64, 9, 9), (64, 64, 3, 3), (3, 3, 3, 3)).dx_geometry is None          # pad > k-1
-    grouped = geo((2, 128, 7, 7), (128, 32, 3, 3), (2, 2, 2, 2), dil=(2, 2), g=4)
+    grouped = geo((4, 128, 7, 7), (128, 32, 3, 3), (2, 2, 2, 2), dil=(2, 2), g=4)
     assert grouped.dx_geometry.pads == (2, 2, 2, 2) and grouped.dx_geometry.w_shape == (128, 32, 3, 3)
+    # weights over twice the input's size (their rotated copy costs more than col2im)
+    assert geo((1, 512, 7, 7), (512, 512, 3, 3), (1, 1, 1, 1)).dx_geometry is None     # 94x
+    assert geo((2, 128, 7, 7), (128, 32, 3, 3), (2, 2, 2, 2), dil=(2, 2), g=4).dx_geometry is None  # 2.9x
+    assert geo((64, 512, 7, 7), (512, 512, 3, 3), (1, 1, 1, 1)).dx_geometry is not None  # 1.5x
 
 
 def test_chunked_parallel_equals_one_chunk_float32(monkeypatch):
