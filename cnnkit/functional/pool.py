@@ -23,7 +23,7 @@ from .._errors import value_error
 from ..runtime import jit_kernels, parallel_ranges
 from .activation import relu_backward, relu_forward
 from ._check import check_array, memo, pair
-from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size,
+from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size, planes,
                      resolve_padding, window_slices)
 
 _ALL = (slice(None), slice(None))
@@ -118,12 +118,13 @@ def _max_pool(x, kernel_size, stride, padding, dilation, ceil_mode, where):
         src = x if nchw else x.transpose(1, 0, 2, 3)
         y = np.empty((x.shape[1], x.shape[0]) + tuple(out_hw), dtype=x.dtype)  # (C, N, Ho, Wo)
         arg = np.empty(y.shape, dtype=np.uint8)
+        xf, sn, sc = planes(x) if three is not None else (None, 0, 0)  # (other layouts: an NCHW copy)
 
         def run(c0, c1):  # channels c0..c1-1, on cnnkit's worker threads
             if two is not None:
                 two.max_pool_2x2_argmax(src, nchw, y, arg, c0, c1)
             else:
-                three.max_pool_3x3_argmax(src, nchw, y, arg, *stride, pads[0], pads[2], c0, c1)
+                three.max_pool_3x3_argmax(xf, sn, sc, *x.shape[2:], y, arg, *stride, pads[0], pads[2], c0, c1)
         parallel_ranges(run, x.shape[1], x.size + y.size)
         return as_nchw(y), ("argmax", geo, arg)  # (the cache does not hold y: the caller owns it)
     xp = pad_channel_major(x, pads, size_hw, fill=-np.inf)  # (C, N, Hp, Wp)

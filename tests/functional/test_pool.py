@@ -733,7 +733,7 @@ def test_max_pool_2x2_nan_inf_and_ties_same_both_ways_and_like_torch(layout):
     np.testing.assert_array_equal(out[True][1], out[False][1])
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
 @pytest.mark.parametrize("stride,padding,ceil", [(2, 1, False), (2, 0, False), (1, 1, False), ((2, 1), 1, False),
                                                  ((1, 2), 0, True), (3, 1, True), (2, 0, True)])
 def test_max_pool_3x3_nan_inf_and_ties_same_both_ways_and_like_torch(layout, stride, padding, ceil):
@@ -747,6 +747,8 @@ def test_max_pool_3x3_nan_inf_and_ties_same_both_ways_and_like_torch(layout, str
     x = rng.integers(-2, 3, (2, 3, 11, 9)).astype(np.float64)
     if layout == "transposed":
         x = x.transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)  # channel-major memory
+    elif layout == "strided":
+        x = np.repeat(x, 2, axis=3)[..., ::2]  # neither: the compiled pass reads an NCHW copy
     x[0, 0, 0, 1] = np.nan
     x[0, 1, 2, 2] = x[0, 1, 3, 3] = np.nan
     x[1, 0, 0:4, 0:4] = -np.inf
