@@ -5,6 +5,9 @@ OPENBLAS_L2_SIZE, which slow NumPy's BLAS; a benchmark re-executes itself once
 without them (its own process only; tests and CI keep them).
 ``median_time(fn, repeats)``: the median of repeated timings after a pause (``settle``)
 and a warm-up (``warm_up``: 0.1 s of untimed calls).
+``interleaved_medians(ours, theirs, turns, calls)``: the two libraries timed in turns,
+which goes first alternating, each turn after a pause and a warm-up; the median over
+the turns of each turn's median: a slow phase of this shared machine falls on both.
 ``settle()``: wait ``SETTLE`` seconds before timing a library right after the other.
 Both libraries' idle threads spin for a while after their last call (OpenBLAS's for up
 to about 0.1 s; PyTorch's OpenMP and ONNX Runtime's pools too), on the cores that the
@@ -87,3 +90,27 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved_medians(ours, theirs, turns: int, calls: int = 1) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``theirs()``, timed in ``turns`` turns each (which
+    goes first alternates), each turn after a pause (``settle``) and 0.1 s of untimed calls
+    (``warm_up``), its time the median of ``calls`` calls; returned: the median over the
+    turns. Load from other jobs on this shared machine then falls on both alike: timed
+    one after the other, the ratio for MobileNet v1 at batch 1 moved between 0.8 and 1.7
+    across runs of the same code, and kernel rows by 10-30% between back-to-back runs."""
+    import statistics
+    import time
+    times = ([], [])
+    for r in range(turns):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            fn = ours if i == 0 else theirs
+            settle()
+            warm_up(fn)
+            turn = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                fn()
+                turn.append(time.perf_counter() - t0)
+            times[i].append(statistics.median(turn))
+    return statistics.median(times[0]), statistics.median(times[1])

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from _common import limit_threads, median_time, reexec_without_openblas_overrides  # noqa: E402
+from _common import interleaved_medians, limit_threads, median_time, reexec_without_openblas_overrides  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -99,7 +99,8 @@ def make_case(case, rng):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--turns", type=int, default=5, help="alternating turns per library and row")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls a turn (their median)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results_kernels.md")))
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--only", help="run only the cases whose name contains this text")
@@ -117,8 +118,7 @@ def main():
         if args.only and args.only not in case[0]:
             continue
         ours, theirs, flops = make_case(case, rng)
-        t_ours = median_time(ours, args.repeats)
-        t_torch = median_time(theirs, args.repeats)
+        t_ours, t_torch = interleaved_medians(ours, theirs, args.turns, args.repeats)
         gflops = f"{flops / t_ours / 1e9:.1f}" if flops else "-"
         share = f"{100 * flops / t_ours / 1e9 / peak:.0f}%" if flops else "-"
         torch_gflops = f"{flops / t_torch / 1e9:.1f}" if flops else "-"
@@ -126,7 +126,9 @@ def main():
         print(f"{case[0]:28s} ours {t_ours * 1e3:8.2f} ms  torch {t_torch * 1e3:8.2f} ms  "
               f"ratio {t_ours / t_torch:5.2f}  ({gflops} GFLOP/s)", flush=True)
 
-    lines = [f"Forward + backward, float32, {args.threads} threads, median of {args.repeats}; "
+    lines = [f"Forward + backward, float32, {args.threads} threads; the median of {args.turns} turns "
+             f"that alternate between the libraries, each turn's time the median of {args.repeats} calls "
+             "after a pause and 0.1 s of untimed calls; "
              f"NumPy {np.__version__}, PyTorch {torch.__version__}, {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores; malloc tuning {'on' if tuned else 'off'} (cnnkit/runtime.py). "
              f"GEMM peak: {peak:.1f} GFLOP/s (2048x2048 float32 `np.matmul`, {args.threads} BLAS threads). "

@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 
-from _common import limit_threads, reexec_without_openblas_overrides, settle, warm_up  # noqa: E402
+from _common import interleaved_medians, limit_threads, reexec_without_openblas_overrides  # noqa: E402
 
 reexec_without_openblas_overrides()
 
@@ -36,26 +36,6 @@ import numpy as np  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v1", "mobilenet_v2", "lenet5")
 NATIVE = {"lenet5": (1, 32)}  # (channels, size) of models not run at 3 x size x size
-
-
-def interleaved_medians(ours, theirs, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``theirs()``, timed in turns (which goes first
-    alternates): load from other jobs on this shared machine then falls on both alike
-    (timed one after the other, the ratio for MobileNet v1 moved between 0.8 and 1.7
-    across runs of the same code). Each turn starts with a pause (``_common.settle``) and
-    0.1 s of untimed calls (``_common.warm_up``)."""
-    import statistics
-    import time
-    times = ([], [])
-    for r in range(repeats):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            fn = ours if i == 0 else theirs
-            settle()
-            warm_up(fn)
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> int:

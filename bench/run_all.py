@@ -92,7 +92,7 @@ def main() -> int:
     t = ["--threads", str(args.threads)]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = os.getloadavg()[0]
-    kernels = run("bench_kernels.py", *t, *(["--repeats", "3"] if args.quick else []))
+    kernels = run("bench_kernels.py", *t, *(["--turns", "2", "--repeats", "2"] if args.quick else []))
     lenet = run("bench_train.py", *t, *(["--limit", "6400"] if args.quick else []))
     steps = run("bench_steps.py", *t, "--memory", *(["--steps", "3"] if args.quick else []))
     onnx = run("bench_onnx.py", *t, "--models", "resnet50", "mobilenet_v1", "lenet5",
@@ -129,7 +129,9 @@ def main() -> int:
         f"NumPy {np.__version__}, OPENBLAS_THREAD_TIMEOUT={blas_thread_timeout_setting()} "
         f"(cnnkit/__init__.py), "
         f"PyTorch {torch.__version__}; 1-min load average {load_before:.2f} before, {load_after:.2f} after. "
-        "The machine is shared: expect 10-20% drift between runs; ratios come from the same run.", "",
+        "The machine is shared: expect 10-20% drift between runs; ratios come from the same run, each "
+        "library timed in turns with the other (the kernel rows: the median of 5 alternating turns of 3 calls; "
+        "the steps and inference rows: alternating single calls).", "",
         f"GEMM peak (2048x2048 float32 `np.matmul`, {args.threads} BLAS threads): "
         f"**{kernels['gemm_peak_gflops']:.1f} GFLOP/s**. `import cnnkit`: **{imp:.2f} s** (target "
         f"{TARGETS['import']}).", "",
