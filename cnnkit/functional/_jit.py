@@ -136,33 +136,51 @@ def _copy_phases(xf, sn, sc, nb, h, wd, ph, c, pt, pl):  # pragma: no cover - co
     eight, it stayed scalar: one thread, batch 1, 64 @112 151 -> 56 us, 128 @56 94 -> 38,
     256 @28 73 -> 44."""
     rows, wq = max(0, min(h, ph.shape[2] - pt)), ph.shape[3]
-    t0 = (pl + 1) // 2  # the first even column inside x
-    te = max(t0, min(wq, (wd - 1 + pl) // 2 + 1))  # past the last even column inside x
-    u0 = pl // 2  # the first odd column inside x (padded column 2u + 1 >= pl)
-    to = max(u0, min(wq, (wd - 2 + pl) // 2 + 1))
-    ta, tb = max(t0, u0), max(max(t0, u0), min(te, to))  # both columns inside x
+    bounds = _phase_bounds(wd, pl, wq)
     phf = ph.reshape(-1)
     half = _U(ph.shape[1] * ph.shape[2] * wq)  # from a row of even columns to its odd columns
-    two = _U(2)
     for n in range(nb):
         for a in range(rows):
-            sb = n * sn + c * sc + a * wd - pl  # x's row, shifted to padded columns
             eb = _U((n * ph.shape[2] + pt + a) * wq)
-            ob = eb + half
-            ua, ue, uo = _U(sb + 2 * ta), eb + _U(ta), ob + _U(ta)
-            for t in range(tb - ta):
-                u = _U(t)
-                v0, v1 = xf[ua + two * u], xf[ua + two * u + _U(1)]
-                phf[ue + u] = v0
-                phf[uo + u] = v1
-            for t in range(t0, ta):
-                phf[eb + _U(t)] = xf[sb + 2 * t]
-            for t in range(tb, te):
-                phf[eb + _U(t)] = xf[sb + 2 * t]
-            for t in range(u0, ta):
-                phf[ob + _U(t)] = xf[sb + 2 * t + 1]
-            for t in range(tb, to):
-                phf[ob + _U(t)] = xf[sb + 2 * t + 1]
+            _split_row(xf, n * sn + c * sc + a * wd - pl, phf, eb, eb + half, bounds)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _phase_bounds(wd, pl, wq):  # pragma: no cover - compiled
+    """``(t0, te, u0, to, ta, tb)`` for a row of wd placed pl columns into a padded row
+    kept as wq even and wq odd columns: the even columns 2t inside x are t = t0..te-1, the
+    odd ones 2t + 1 are u0..to-1, both ta..tb-1."""
+    t0 = min(wq, (pl + 1) // 2)  # 2t - pl >= 0
+    te = max(t0, min(wq, (wd - 1 + pl) // 2 + 1))  # 2t - pl <= wd - 1
+    u0 = min(wq, pl // 2)  # 2t + 1 - pl >= 0
+    to = max(u0, min(wq, (wd - 2 + pl) // 2 + 1))
+    ta = max(t0, u0)
+    return t0, te, u0, to, ta, max(ta, min(te, to))
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _split_row(xf, sb, phf, eb, ob, bounds):  # pragma: no cover - compiled
+    """The columns inside x of one padded row into its even (``phf[eb:]``) and odd
+    (``phf[ob:]``) columns; x's row starts at ``xf[sb + pl]`` (sb: shifted to padded
+    columns), ``bounds`` from _phase_bounds; the other positions are not written. Both
+    phases in one loop, as rows of one array at run-time offsets from a flat view, from a
+    flat x: LLVM vectorizes it (two loads a step, shuffled); the few edge columns apart."""
+    t0, te, u0, to, ta, tb = bounds
+    two = _U(2)
+    ua, ue, uo = _U(sb + 2 * ta), eb + _U(ta), ob + _U(ta)
+    for t in range(tb - ta):
+        u = _U(t)
+        v0, v1 = xf[ua + two * u], xf[ua + two * u + _U(1)]
+        phf[ue + u] = v0
+        phf[uo + u] = v1
+    for t in range(t0, ta):
+        phf[eb + _U(t)] = xf[sb + 2 * t]
+    for t in range(tb, te):
+        phf[eb + _U(t)] = xf[sb + 2 * t]
+    for t in range(u0, ta):
+        phf[ob + _U(t)] = xf[sb + 2 * t + 1]
+    for t in range(tb, to):
+        phf[ob + _U(t)] = xf[sb + 2 * t + 1]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -1272,19 +1290,13 @@ def _pad_plane(x, buf, pt, pl, fill):  # pragma: no cover - compiled
 def _pad_phases(xf, base, h, w, ph, pt, pl, fill):  # pragma: no cover - compiled
     """``ph[0, rr, t]``, ``ph[1, rr, t]``: columns 2t and 2t + 1 of the plane at
     ``xf[base:]`` (h rows of w) placed at (pt, pl), with ``fill`` around it (x's rows and
-    columns past ph's reach are cut). The columns where both phases are inside x are
-    copied two loads a step into rows of the one array ph at run-time offsets from a flat
-    view, which LLVM vectorizes (as _copy_phases); the few at the edges one by one."""
+    columns past ph's reach are cut): the padding here, the columns inside x by
+    _split_row (as _copy_phases)."""
     hp, wq = ph.shape[1], ph.shape[2]
     phf = ph.reshape(-1)
     half = _U(hp * wq)  # from a row of even columns to its odd columns
-    t0 = min(wq, (pl + 1) // 2)  # the first even column inside x (2t - pl >= 0)
-    te = max(t0, min(wq, (w - 1 + pl) // 2 + 1))  # past the last (2t - pl <= w - 1)
-    u0 = min(wq, pl // 2)  # the first odd column inside x (2t + 1 - pl >= 0)
-    to = max(u0, min(wq, (w - 2 + pl) // 2 + 1))  # past the last
-    ta = max(t0, u0)
-    tb = max(ta, min(te, to))  # both phases inside x: ta..tb-1
-    one, two = _U(1), _U(2)
+    bounds = _phase_bounds(w, pl, wq)
+    t0, te, u0, to = bounds[0], bounds[1], bounds[2], bounds[3]
     for rr in range(hp):
         eb = _U(rr * wq)
         ob = eb + half
@@ -1294,7 +1306,6 @@ def _pad_phases(xf, base, h, w, ph, pt, pl, fill):  # pragma: no cover - compile
                 phf[eb + _U(t)] = fill
                 phf[ob + _U(t)] = fill
             continue
-        sb = base + r * w - pl  # x's row, shifted to padded columns
         for t in range(t0):
             phf[eb + _U(t)] = fill
         for t in range(te, wq):
@@ -1303,20 +1314,7 @@ def _pad_phases(xf, base, h, w, ph, pt, pl, fill):  # pragma: no cover - compile
             phf[ob + _U(t)] = fill
         for t in range(to, wq):
             phf[ob + _U(t)] = fill
-        ua, ue, uo = _U(sb + 2 * ta), eb + _U(ta), ob + _U(ta)
-        for t in range(tb - ta):
-            u = _U(t)
-            v0, v1 = xf[ua + two * u], xf[ua + two * u + one]
-            phf[ue + u] = v0
-            phf[uo + u] = v1
-        for t in range(t0, ta):
-            phf[eb + _U(t)] = xf[sb + 2 * t]
-        for t in range(tb, te):
-            phf[eb + _U(t)] = xf[sb + 2 * t]
-        for t in range(u0, ta):
-            phf[ob + _U(t)] = xf[sb + 2 * t + 1]
-        for t in range(tb, to):
-            phf[ob + _U(t)] = xf[sb + 2 * t + 1]
+        _split_row(xf, base + r * w - pl, phf, eb, ob, bounds)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
