@@ -733,7 +733,7 @@ def test_col2im_by_phases_matches_slice_adds(hp, wp, kh, kw, dh, dw):
     (5, 2, 1, (0, 0, 0, 0), (13, 18)),     # no padding
     (5, 1, 1, (2, 2, 2, 2), (11, 37)),     # stride 1: runs copied from x itself
     (3, 2, 1, (1, 1, 1, 1), (40, 70)),     # runs of 35: several blocks
-    (3, 2, 2, (2, 2, 2, 2), (17, 19)),     # dilated at stride 2: both phases per row of taps
+    (3, 2, 2, (2, 2, 2, 2), (17, 19)),     # dilated at stride 2, odd rows: the phase alternates by row
 ])
 @pytest.mark.parametrize("blk", [16, 4])
 def test_im2col_unpadded_matches_im2col_of_the_padded_copy(k, stride, dil, pads, hw, layout, blk):
