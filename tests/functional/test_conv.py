@@ -635,6 +635,48 @@ def test_batch_1_row_runs_match_whole_image_and_torch(case, jit, unpadded, monke
         conv._geometry.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [
+    ((2, 3, 37, 41), (5, 3, 3, 3), 2, 1, 1, 1),    # outputs 19 and 21 wide: col2im by phases
+    ((3, 4, 30, 28), (6, 4, 7, 7), 2, 3, 1, 1),    # the stem's shape, even sizes
+    ((2, 2, 33, 35), (4, 2, 3, 3), 2, 2, 2, 1),    # dilated
+    ((4, 6, 20, 14), (8, 3, 3, 3), 2, 1, 1, 2),    # grouped, outputs 7 wide: col2im by columns
+])
+def test_stride_2_phase_kernels_match_torch(case, dtype, monkeypatch):
+    """A stride-2 conv whose columns come from x by even/odd phases (_im2col_unpadded_s2,
+    forced by unpadded_s2_min_bytes = 0) and whose dx goes back by phases (_col2im_s2,
+    outputs of 16 and more) against PyTorch: y, dx and dw in float64 to 1e-12, and
+    float32 within float32 rounding; on two threads, one image per chunk."""
+    from cnnkit import runtime
+    xs, ws, s, p, d, g = case
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(conv._Geometry, "unpadded_s2_min_bytes", 0)
+    monkeypatch.setattr(conv._Geometry, "chunk_bytes", 1)
+    monkeypatch.setattr(conv._Geometry, "strided_chunk_bytes", 1)
+    monkeypatch.setattr(conv._Geometry, "parallel_bytes", 0)
+    conv._geometry.cache_clear()
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    runtime.set_num_threads(2)
+    try:
+        y, cache = conv2d_forward(x, w, None, s, p, d, g)
+        assert isinstance(cache[1], conv.Planes)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dx, dw, _ = conv2d_backward(dy, cache)
+    finally:
+        runtime.set_num_threads(1)
+        conv._geometry.cache_clear()
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
+    yt = TF.conv2d(xt, wt, None, s, p, d, g)
+    yt.backward(torch.from_numpy(dy.astype(np.float64)))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, want in ((y, yt.detach().numpy()), (dx, xt.grad.numpy()), (dw, wt.grad.numpy())):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_columns_from_x_survive_numba_switched_off_before_the_backward(monkeypatch):
     """A forward that kept x itself for its columns (im2col_unpadded) and a backward run
     after set_jit(False): the backward pads x then and gets the same gradients."""
