@@ -100,17 +100,8 @@ def interleaved_medians(ours, theirs, turns: int, calls: int = 1) -> tuple[float
     one after the other, the ratio for MobileNet v1 at batch 1 moved between 0.8 and 1.7
     across runs of the same code, and kernel rows by 10-30% between back-to-back runs."""
     import statistics
-    import time
     times = ([], [])
     for r in range(turns):
         for i in ((0, 1) if r % 2 == 0 else (1, 0)):
-            fn = ours if i == 0 else theirs
-            settle()
-            warm_up(fn)
-            turn = []
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                fn()
-                turn.append(time.perf_counter() - t0)
-            times[i].append(statistics.median(turn))
+            times[i].append(median_time(ours if i == 0 else theirs, calls))  # (a turn)
     return statistics.median(times[0]), statistics.median(times[1])

@@ -1943,23 +1943,38 @@ def _winograd_input_by_columns(xp, v, r0, r1):  # pragma: no cover - compiled
                         a0, a1 = xp[c, n, r, k], xp[c, n, r, k + one]
                         a2, a3 = xp[c, n, r, k + two], xp[c, n, r, k + three]
                         t = o + _U(tx)
-                        dst[0, t] = a0 - a2
-                        dst[1, t] = a1 + a2
-                        dst[2, t] = a2 - a1
-                        dst[3, t] = a1 - a3
-            vf = v[c].reshape(-1)  # the channel's 16 rows, one array (see the docstring)
-            for j in range(4):  # B^T down the rows: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
-                e, od = ce[j], co[j]
-                oa = _U(j * ln + (rr - r0) * tw)
-                ob, oc, odd = oa + _U(4 * ln), oa + _U(8 * ln), oa + _U(12 * ln)
-                for t in range(cnt * tw):
-                    u = _U(t)
-                    e0, e1, o0, o1 = e[u], e[u + uw], od[u], od[u + uw]
-                    vf[oa + u] = e0 - e1
-                    vf[ob + u] = o0 + e1
-                    vf[oc + u] = e1 - o0
-                    vf[odd + u] = o0 - o1
+                        _cols_bt(dst, t, a0, a1, a2, a3)
+            _rows_bt(ce, co, v[c].reshape(-1), ln, (rr - r0) * tw, cnt * tw, uw)
             rr += cnt
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _cols_bt(dst, t, a0, a1, a2, a3):  # pragma: no cover - compiled
+    """One tile's column sums of a padded row, ``(d B)[:, j]``, into ``dst[j, t]``."""
+    dst[0, t] = a0 - a2
+    dst[1, t] = a1 + a2
+    dst[2, t] = a2 - a1
+    dst[3, t] = a1 - a3
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _rows_bt(ce, co, vf, ln, off, n, uw):  # pragma: no cover - compiled
+    """B^T down the rows, (r0 - r2, r1 + r2, r2 - r1, r1 - r3), for n tiles from the even-
+    and odd-row column sums ce, co (tile row after tile row, uw a row) into V's 16 rows
+    (vf: a channel's (16, ln) rows as one flat array, each written from ``off``): four
+    loops, each reading ce[j] and co[j] at t and t + uw and writing four rows of V (rows of
+    one array at run-time offsets, which LLVM vectorizes)."""
+    for j in range(4):
+        e, od = ce[j], co[j]
+        oa = _U(j * ln + off)
+        ob, oc, odd = oa + _U(4 * ln), oa + _U(8 * ln), oa + _U(12 * ln)
+        for t in range(n):
+            u = _U(t)
+            e0, e1, o0, o1 = e[u], e[u + uw], od[u], od[u + uw]
+            vf[oa + u] = e0 - e1
+            vf[ob + u] = o0 + e1
+            vf[oc + u] = e1 - o0
+            vf[odd + u] = o0 - o1
 
 
 @numba.njit(nogil=True, cache=True)
@@ -1974,10 +1989,11 @@ def winograd_input_from_x(xf, sn, sc, h, wd, top, left, th, tw, v, r0, r1):  # p
     made the kernel 1.5x slower than the padded one, 36 against 24 us a chunk at 32
     channels 28x28; now 28-30), the others read x's row directly. Saves the forward's
     padded copy, a pass over the input kept until the backward (see winograd.py's
-    FROM_X_MIN_CHANNELS for when). The row sums below repeat _winograd_input_by_columns':
-    the padded path run through this kernel with no padding (no edge tiles) was 5-7%
-    slower, one thread, kernel alone (32 channels 28x28 22.3 -> 23.8 us, 64 at 14x14 21.1
-    -> 22.8), and it is the path of the 16-channel convs."""
+    FROM_X_MIN_CHANNELS for when). The column pass below is a loop of its own beside
+    _winograd_input_by_columns' (both end in _cols_bt and _rows_bt): the padded path run
+    through this kernel with no padding (no edge tiles) was 5-7% slower, one thread,
+    kernel alone (32 channels 28x28 22.3 -> 23.8 us, 64 at 14x14 21.1 -> 22.8), and it is
+    the path of the 16-channel convs."""
     nc, ln = v.shape[0], v.shape[2]
     cap = ((min(r1 - r0, th) + 1) * tw + 15) // 16 * 16 + 16
     cs = np.empty((8, cap), dtype=v.dtype)
@@ -2020,10 +2036,7 @@ def winograd_input_from_x(xf, sn, sc, h, wd, top, left, th, tw, v, r0, r1):  # p
                         k = _U(row + 2 * tx)
                         a0, a1, a2, a3 = xf[k], xf[k + one], xf[k + two], xf[k + three]
                         t = o + _U(tx)
-                        dst[0, t] = a0 - a2
-                        dst[1, t] = a1 + a2
-                        dst[2, t] = a2 - a1
-                        dst[3, t] = a1 - a3
+                        _cols_bt(dst, t, a0, a1, a2, a3)
                     for ei in range(ne):  # the edge tiles: columns outside x are zero
                         a0, a1 = xf[_U(row + eoff[ei, 0])], xf[_U(row + eoff[ei, 1])]
                         a2, a3 = xf[_U(row + eoff[ei, 2])], xf[_U(row + eoff[ei, 3])]
@@ -2032,22 +2045,8 @@ def winograd_input_from_x(xf, sn, sc, h, wd, top, left, th, tw, v, r0, r1):  # p
                         a2 = a2 if inside[ei, 2] else zero
                         a3 = a3 if inside[ei, 3] else zero
                         t = o + _U(edges[ei])
-                        dst[0, t] = a0 - a2
-                        dst[1, t] = a1 + a2
-                        dst[2, t] = a2 - a1
-                        dst[3, t] = a1 - a3
-            vf = v[c].reshape(-1)  # the channel's 16 rows, one array
-            for j in range(4):  # B^T down the rows: (r0 - r2, r1 + r2, r2 - r1, r1 - r3)
-                e, od = ce[j], co[j]
-                oa = _U(j * ln + (rr - r0) * tw)
-                ob, oc, odd = oa + _U(4 * ln), oa + _U(8 * ln), oa + _U(12 * ln)
-                for t in range(cnt * tw):
-                    u = _U(t)
-                    e0, e1, o0, o1 = e[u], e[u + uw], od[u], od[u + uw]
-                    vf[oa + u] = e0 - e1
-                    vf[ob + u] = o0 + e1
-                    vf[oc + u] = e1 - o0
-                    vf[odd + u] = o0 - o1
+                        _cols_bt(dst, t, a0, a1, a2, a3)
+            _rows_bt(ce, co, v[c].reshape(-1), ln, (rr - r0) * tw, cnt * tw, uw)
             rr += cnt
 
 
@@ -2405,6 +2404,21 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl,
                             cf[ob + _U(t)] = xf[a + _U(t * sw)]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _split_flat(src, start, n, ph, uh):  # pragma: no cover - compiled
+    """``ph[t] = src[start + 2t]``, ``ph[uh + t] = src[start + 2t + 1]``: the even and odd
+    positions of the n elements from start (uh = (n + 1) // 2), in one loop of two loads a
+    step, which LLVM vectorizes (wide loads, shuffled)."""
+    two, one = _U(2), _U(1)
+    for t in range(n // 2):
+        u = _U(t)
+        v0, v1 = src[start + two * u], src[start + two * u + one]
+        ph[u] = v0
+        ph[uh + u] = v1
+    if n % 2:
+        ph[uh - one] = src[start + _U(n - 1)]
+
+
 COPY_BLOCK = 16  # elements per block copy of _im2col_unpadded_s2's runs (passed at run time; see there)
 
 
@@ -2436,17 +2450,11 @@ def _im2col_unpadded_s2(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, dh, dw, pt, pl,
         off = q * dw - pl  # input column of output column j: 2j + off
         first[q] = min(wo, max(0, (-off + 1) // 2))
         past[q] = max(first[q], min(wo, (wd - 1 - off) // 2 + 1))
-    two, one = _U(2), _U(1)
+    one = _U(1)
     for c in range(nc):
         for m in range(nm):
             plane = _U((n0 + m) * sn + c * sc)
-            for t in range(hw // 2):
-                u = _U(t)
-                v0, v1 = xf[plane + two * u], xf[plane + two * u + one]
-                ph[u] = v0
-                ph[uh + u] = v1
-            if hw % 2:
-                ph[uh - one] = xf[plane + _U(hw - 1)]
+            _split_flat(xf, plane, hw, ph, uh)
             for k in range(kk):
                 p, q = k // kw, k % kw
                 off = q * dw - pl
@@ -2532,13 +2540,7 @@ def _col2im_s2(cols, dxp, n0, kw, sh, dh, dw):  # pragma: no cover - compiled
     for c in range(nc):
         for m in range(nm):
             plane = _U((c * nb + n0 + m) * hw)
-            for t in range(hw // 2):
-                u = _U(t)
-                v0, v1 = df[plane + two * u], df[plane + two * u + one]
-                ph[u] = v0
-                ph[uh + u] = v1
-            if hw % 2:
-                ph[uh - one] = df[plane + _U(hw - 1)]
+            _split_flat(df, plane, hw, ph, uh)
             for k in range(kk):
                 p, q = k // kw, k % kw
                 o = _U(((c * kk + k) * nm + m) * ho * wo)
