@@ -57,6 +57,8 @@ PHASE_BLOCK = 4096  # phase-plane elements per block of images (depthwise_backwa
 DW_BLOCK = 256  # positions whose products _dw_3x3 sums in the input's precision before float64
 WINOGRAD_ADJOINT_FLAT_MIN = 64  # tiles of an image in a chunk from which winograd_input_adjoint goes by columns
 
+_U = numba.uint64  # an unsigned index has no negative-index check (which stops vectorizing)
+
 
 @numba.njit(nogil=True, cache=True)
 def depthwise_forward(x, xp, w, b, y, pt, pl, sh, sw, dh, dw, c0, c1, relu):  # pragma: no cover - compiled
@@ -122,6 +124,69 @@ def depthwise_3x3_s2_phases(xf, sn, sc, nb, h, wd, hp, w, b, y, pt, pl, c0, c1, 
     for c in range(c0, c1):
         _copy_phases(xf, sn, sc, nb, h, wd, ph, c, pt, pl)
         _forward_3x3_s2_phases(ph, w, y, c, has_bias, b[c] if has_bias else y.dtype.type(0), relu)
+
+
+@numba.njit(nogil=True, cache=True)
+def depthwise_3x3_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # pragma: no cover - compiled
+    """The forward of a 3x3 stride-1 depthwise conv padded by 1 on every side (MobileNet's;
+    output h x wd), with no padded copy kept (a fused ReLU: inference), for channels
+    c0..c1-1. Plane (n, c) of x (h x wd, contiguous) starts at ``xf[n*sn + c*sc]``
+    (window.planes); b: (C,) or empty; y: (C, N, h, wd).
+
+    Each plane is taken flat: copied whole (one unit-stride run) between wd + 1 zeros
+    above and below, so that tap (p, q) of output t is ``buf[t + p*wd + q]`` for every t
+    of the plane, and the nine taps of all h*wd outputs are one loop, however narrow the
+    rows. Read flat, the left taps of a row's first output would take the previous row's
+    last input and the right taps of its last output the next row's first: those reads
+    are replaced by zero (a select on a column mask, which vectorizes; never a multiply
+    by a 0/1 mask, which would let an inf or NaN through), exactly the zeros of the
+    padding. The same products summed in the same order as ``_forward_3x3`` (the same
+    bits, NaN and -0.0 included).
+
+    One thread, the kernel alone, batch 1, us (this / depthwise_forward's padded rows):
+    512 @14 36 / 81, 1024 @7 45 / 84, 256 @28 49 / 82, 128 @56 89 / 107, 32 @112 93 / 112;
+    batch 8, 512 @14 261 / 513, 128 @56 1283 / 2142 (``/tmp/s18/flat.py``)."""
+    hw = h * wd
+    buf = np.zeros(hw + 2 * wd + 2, dtype=y.dtype)
+    inner = buf[wd + 1:wd + 1 + hw]
+    left = np.ones(hw, dtype=np.bool_)  # False where a left tap would wrap (column 0)
+    right = np.ones(hw, dtype=np.bool_)  # False where a right tap would wrap (column wd - 1)
+    for i in range(h):
+        left[i * wd] = False
+        right[i * wd + wd - 1] = False
+    zero = y.dtype.type(0)
+    has_bias = b.shape[0] > 0
+    one, two, uw = _U(1), _U(2), _U(wd)
+    for c in range(c0, c1):
+        w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
+        w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
+        w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
+        bv = b[c] if has_bias else zero
+        for n in range(nb):
+            start = n * sn + c * sc
+            src = xf[start:start + hw]
+            for t in range(hw):
+                inner[t] = src[t]
+            out = y[c, n].reshape(-1)
+            for t in range(hw):
+                k0 = _U(t)
+                k1 = k0 + uw
+                k2 = k1 + uw
+                lt, rt = left[t], right[t]
+                v = w00 * (buf[k0] if lt else zero)
+                v += w01 * buf[k0 + one]
+                v += w02 * (buf[k0 + two] if rt else zero)
+                v += w10 * (buf[k1] if lt else zero)
+                v += w11 * buf[k1 + one]
+                v += w12 * (buf[k1 + two] if rt else zero)
+                v += w20 * (buf[k2] if lt else zero)
+                v += w21 * buf[k2 + one]
+                v += w22 * (buf[k2 + two] if rt else zero)
+                if has_bias:
+                    v += bv
+                if relu:  # (relu()'s select: NaN kept)
+                    v = zero if v <= zero else v
+                out[t] = v
 
 
 @numba.njit(nogil=True, cache=True)
@@ -374,9 +439,6 @@ def _forward_3x3(xp, d, w, y, c, s, has_bias, bv, relu=False):  # pragma: no cov
                     if relu:  # (relu()'s select: NaN kept)
                         v = zero if v <= zero else v
                     out[j] = v
-
-
-_U = numba.uint64  # an unsigned index has no negative-index check (which stops vectorizing)
 
 
 @numba.njit(nogil=True, cache=True)

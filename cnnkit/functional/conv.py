@@ -115,6 +115,19 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1, relu),
                         n, y.size * cg * kh * kw)
         kept = None
+    elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+          and tuple(dilation) == (1, 1) and tuple(pads) == (1, 1, 1, 1)):
+        # no backward, MobileNet's 'same' 3x3: each plane flat, all its outputs one vectorized loop
+        y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
+        wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
+        bk = b if b is not None else _unused(1, x.dtype)
+        xf, sn, sc = planes(x)
+        # (on the workers from 256K outputs: a hand-off costs 30-40 us, more than half of a
+        # smaller one's time on one thread; batch 1, 2 threads, us, serial / split: 512 @14
+        # 38 / 96, 1024 @7 47 / 102, 256 @28 57 / 110; 128 @56 137 / 111, 8 x 512 @14 267 / 196)
+        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu),
+                        c, y.size)
+        cache_x = None
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
         # no backward: the padded plane as even and odd columns, a channel at a time in cache

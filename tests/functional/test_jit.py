@@ -418,11 +418,17 @@ def test_bias_relu_epilogue_same_bits_both_ways(kind, bias, relu):
 
 
 DW_FUSED_SHAPES = [  # (N, C, H, W, kernel, stride, padding): the fused-ReLU (no padded copy) paths
-    (1, 6, 14, 14, 3, 1, 1),    # 3x3 s1, 14 wide: 16-value rows, one scratch plane
+    (1, 6, 14, 14, 3, 1, 1),    # 3x3 s1 padded by 1: flat planes with column masks (depthwise_3x3_same)
     (2, 5, 7, 9, 3, 1, 1),      # two images, 9 wide
-    (1, 4, 32, 32, 3, 1, 1),    # 32 wide: the row kernel
-    (3, 2, 13, 15, 3, 1, 1),    # 15 wide: 16-value rows, the last ones in a plain loop
-    (1, 4, 40, 33, 3, 1, 1),    # 33 wide: the row kernel
+    (1, 4, 32, 32, 3, 1, 1),    # 32 wide
+    (3, 2, 13, 15, 3, 1, 1),    # odd sizes
+    (1, 4, 40, 33, 3, 1, 1),
+    (1, 3, 1, 1, 3, 1, 1),      # one pixel: every tap but the centre is padding
+    (2, 2, 5, 1, 3, 1, 1),      # one column: both masks on every output
+    (1, 2, 1, 6, 3, 1, 1),      # one row
+    (1, 24, 112, 112, 3, 1, 1),  # 301K outputs: split over the worker threads
+    (1, 6, 14, 14, 3, 1, (1, 2)),  # 3x3 s1 padded otherwise: the padded-row kernels
+    (3, 2, 13, 15, 3, 1, (2, 1)),
     (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut), 8 wide: column phases
     (2, 3, 13, 13, 3, 2, 1),    # 3x3 s2, 7 wide: the row kernel
     (2, 3, 33, 37, 3, 2, 1),    # 3x3 s2, outputs 16+ wide: even/odd column phases
@@ -449,7 +455,7 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
             x = np.ascontiguousarray(rng.standard_normal((c, n, h, wd)).astype(np.float32)).transpose(1, 0, 2, 3)
         else:
             x = T.make_array(rng, (n, c, h, wd), layout, np.float32)
-        x[0, 0, 1, 1], x[-1, -1, -2, -2] = np.nan, -0.0
+        x[0, 0, min(1, h - 1), min(1, wd - 1)], x[-1, -1, max(-2, -h), max(-2, -wd)] = np.nan, -0.0
         fused, cache = conv2d_forward(x, w, b, stride, padding, groups=c, relu=True)
         assert cache is None
         plain = conv2d_forward(x, w, b, stride, padding, groups=c)[0]
@@ -457,7 +463,7 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
         assert np.isnan(fused).any()
         np.testing.assert_array_equal(fused, expect)
         assert np.array_equal(np.signbit(fused), np.signbit(expect))
-        x[0, 0, 1, 1] = 0.0
+        x[0, 0, min(1, h - 1), min(1, wd - 1)] = 0.0
         ref = torch.relu(TF.conv2d(torch.from_numpy(np.array(x)), torch.from_numpy(w),
                                    None if b is None else torch.from_numpy(b), stride, padding, groups=c))
         got = conv2d_forward(x, w, b, stride, padding, groups=c, relu=True)[0]
@@ -481,6 +487,32 @@ def test_depthwise_fused_relu_turns_minus_zero_to_zero(h, wd, stride):
     fused = conv2d_forward(x, w, None, stride, 1, groups=3, relu=True)[0]
     np.testing.assert_array_equal(fused, np.maximum(plain, 0))
     assert not np.signbit(fused).any()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channel_major"])
+def test_depthwise_same_masks_keep_rows_apart(layout):
+    """Taken flat, a row's last input sits next to the next row's first:
+    depthwise_3x3_same must read zeros there (the padding), never those inputs. An inf or
+    NaN in the first or last column reaches only its own row's neighbours, and every
+    output equals the padded-row kernel's (the same bits)."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    rng = np.random.default_rng(8)
+    n, c, h, wd = 2, 3, 6, 5
+    x = rng.standard_normal((c, n, h, wd) if layout == "channel_major" else (n, c, h, wd)).astype(np.float32)
+    if layout == "channel_major":
+        x = x.transpose(1, 0, 2, 3)
+    x[0, 0, 2, wd - 1], x[1, 2, 3, 0], x[0, 1, 0, 0], x[1, 1, h - 1, wd - 1] = np.inf, np.nan, np.nan, -np.inf
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    fused = conv2d_forward(x, w, b, 1, 1, groups=c, relu=True)[0]
+    plain = conv2d_forward(x, w, b, 1, 1, groups=c)[0]  # the padded copy, kept for a backward
+    np.testing.assert_array_equal(fused, np.where(plain <= 0, np.float32(0), plain))
+    bad = ~np.isfinite(plain)  # (before the ReLU, which turns -inf into 0)
+    assert bad[0, 0, 1:4, wd - 2:].all() and not bad[0, 0, 1:4, :wd - 2].any()  # not row 3's (or 1's) column 0
+    assert not bad[0, 0, [0, 4, 5]].any()
+    assert bad[1, 2, 2:5, :2].all() and not bad[1, 2, 2:5, 2:].any()  # not the rows above's last column
+    assert not bad[1, 2, [0, 1, 5]].any()
 
 
 def _batch_inner(cfg):
