@@ -189,6 +189,93 @@ def depthwise_3x3_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # pragma:
                 out[t] = v
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _taps3x3_s2(buf, ue, uo, u, uwo, lt, w00, w01, w02, w10, w11, w12, w20, w21, w22, has_bias, bv,
+                relu):  # pragma: no cover - compiled
+    """Output u of depthwise_3x3_s2_same from the even (from ue) and odd (from uo) columns
+    in buf, the left taps zero unless ``lt``: the nine taps in row-major order, the bias,
+    the ReLU (relu()'s select: NaN kept)."""
+    one, zero = _U(1), buf.dtype.type(0)
+    v = w00 * (buf[uo + u - uwo - one] if lt else zero)
+    v += w01 * buf[ue + u - uwo]
+    v += w02 * buf[uo + u - uwo]
+    v += w10 * (buf[uo + u - one] if lt else zero)
+    v += w11 * buf[ue + u]
+    v += w12 * buf[uo + u]
+    v += w20 * (buf[uo + u + uwo - one] if lt else zero)
+    v += w21 * buf[ue + u + uwo]
+    v += w22 * buf[uo + u + uwo]
+    if has_bias:
+        v += bv
+    if relu:
+        v = zero if v <= zero else v
+    return v
+
+
+K3_S2_SCRATCH_MAX_WIDTH = 31  # widest output depthwise_3x3_s2_same computes as whole phase rows
+
+
+@numba.njit(nogil=True, cache=True)
+def depthwise_3x3_s2_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # pragma: no cover - compiled
+    """The forward of a 3x3 stride-2 depthwise conv of even-sized planes, padded by 1 on
+    top and on the left (MobileNet's; output h/2 x wd/2, the bottom and right padding is
+    never read), with no padded copy kept (a fused ReLU: inference), for channels c0..c1-1.
+    Plane (n, c) of x (h x wd, contiguous) starts at ``xf[n*sn + c*sc]``; b: (C,) or
+    empty; y: (C, N, h/2, wd/2).
+
+    Taken flat, a plane of even width splits into its even and odd positions in one
+    vectorized pass (_split_flat): E holds x's even columns and O its odd ones, row after
+    row, each input row a run of wo = wd/2. With u = i*wd + j (output (i, j)), the taps of
+    rows 2i-1, 2i, 2i+1 are ``O[u-wo-1] E[u-wo] O[u-wo]``, ``O[u-1] E[u] O[u]``,
+    ``O[u+wo-1] E[u+wo] O[u+wo]``: unit-stride loads at fixed offsets. Zeros before E and
+    O stand for the top padding; the left taps of column 0 are a select of zero (the left
+    padding), as in depthwise_3x3_same. Outputs up to ``K3_S2_SCRATCH_MAX_WIDTH`` wide are
+    computed for every u of the plane (the odd input rows' positions too, discarded) in one
+    loop into scratch, then their rows copied out; wider ones row by row straight into y.
+    The same products summed in the same order as ``_forward_3x3`` (the same bits).
+
+    One thread, the kernel alone, us (this, whole rows / row by row / the kernels before:
+    from column phases, or for 7 wide depthwise_forward): batch 1, 512 @14 46 / 54 / 130,
+    256 @28 51 / 58 / 110, 128 @56 79 / 82 / 98, 64 @112 169 / 138 / 141; batch 8,
+    512 @14 358 / 421 / 1287 (``/tmp/s18/s2.py``)."""
+    ho, wo = h // 2, wd // 2
+    hw, half = h * wd, (h * wd) // 2
+    eb, ob = wo + 1, 2 * (wo + 1) + half  # E and O start here in buf, each after wo + 1 zeros
+    buf = np.zeros(ob + half + wo, dtype=y.dtype)  # (+ wo: the discarded positions' reads)
+    ph = buf[eb:]
+    left = np.ones(half, dtype=np.bool_)  # False at column 0
+    for i in range(ho):
+        left[i * wd] = False
+    whole = wo <= K3_S2_SCRATCH_MAX_WIDTH
+    scratch = np.empty(half if whole else 0, dtype=y.dtype)
+    zero = y.dtype.type(0)
+    has_bias = b.shape[0] > 0
+    uwo, ue, uo = _U(wo), _U(eb), _U(ob)
+    for c in range(c0, c1):
+        w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
+        w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
+        w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
+        bv = b[c] if has_bias else zero
+        for n in range(nb):
+            _split_flat(xf, _U(n * sn + c * sc), hw, ph, _U(ob - eb))
+            out = y[c, n].reshape(-1)
+            if whole:  # every u of the plane, one run
+                for t in range(half):
+                    scratch[t] = _taps3x3_s2(buf, ue, uo, _U(t), uwo, left[t], w00, w01, w02, w10, w11, w12,
+                                             w20, w21, w22, has_bias, bv, relu)
+            else:  # output row i straight into y
+                for i in range(ho):
+                    row, base = out[i * wo:], _U(i * wd)
+                    for j in range(wo):
+                        row[j] = _taps3x3_s2(buf, ue, uo, base + _U(j), uwo, j > 0, w00, w01, w02, w10, w11, w12,
+                                             w20, w21, w22, has_bias, bv, relu)
+            if whole:
+                for i in range(ho):
+                    src, row = scratch[i * wd:], out[i * wo:]
+                    for j in range(wo):
+                        row[j] = src[j]
+
+
 @numba.njit(nogil=True, cache=True)
 def _copy_phases(xf, sn, sc, nb, h, wd, ph, c, pt, pl):  # pragma: no cover - compiled
     """Channel c of x placed at (pt, pl) of a zero-bordered padded plane kept as its even

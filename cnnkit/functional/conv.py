@@ -129,6 +129,20 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
                         c, y.size)
         cache_x = None
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
+          and tuple(dilation) == (1, 1) and pads[0] == pads[2] == 1 and h % 2 == wd % 2 == 0
+          and tuple(out_hw) == (h // 2, wd // 2)):
+        # no backward, MobileNet's stride-2 3x3: each plane split flat into even and odd columns
+        y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
+        wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
+        bk = b if b is not None else _unused(1, x.dtype)
+        xf, sn, sc = planes(x)
+        # (on the workers from 128K outputs; conv2d_forward, 2 threads, us, this serial / split /
+        # the column-phase kernel before, split: batch 1 512 @14 49 / 77 / 104, 256 @28 56 / 85 /
+        # 121, 128 @56 87 / 103 / 119, 64 @112 140 / 136 / 146; batch 8 512 @14 331 / 212 / 401)
+        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_s2_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu),
+                        c, 2 * y.size)
+        cache_x = None
+    elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
         # no backward: the padded plane as even and odd columns, a channel at a time in cache
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)

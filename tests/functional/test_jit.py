@@ -429,6 +429,13 @@ DW_FUSED_SHAPES = [  # (N, C, H, W, kernel, stride, padding): the fused-ReLU (no
     (1, 24, 112, 112, 3, 1, 1),  # 301K outputs: split over the worker threads
     (1, 6, 14, 14, 3, 1, (1, 2)),  # 3x3 s1 padded otherwise: the padded-row kernels
     (3, 2, 13, 15, 3, 1, (2, 1)),
+    (1, 4, 14, 14, 3, 2, 1),    # 3x3 s2 of even sizes padded by 1: even/odd split of flat planes
+    (2, 3, 8, 12, 3, 2, 1),     # (depthwise_3x3_s2_same), all positions of a plane at once
+    (1, 2, 2, 2, 3, 2, 1),      # one output
+    (1, 3, 2, 10, 3, 2, 1),     # one output row
+    (1, 3, 14, 16, 3, 2, (1, 0, 1, 0)),  # no padding at the bottom and right (never read)
+    (1, 2, 12, 80, 3, 2, 1),    # 40 wide: row by row into y
+    (2, 96, 56, 56, 3, 2, 1),   # 150K outputs: split over the worker threads
     (3, 4, 15, 15, 3, 2, 1),    # 3x3 s2, odd size (the padded image is cut), 8 wide: column phases
     (2, 3, 13, 13, 3, 2, 1),    # 3x3 s2, 7 wide: the row kernel
     (2, 3, 33, 37, 3, 2, 1),    # 3x3 s2, outputs 16+ wide: even/odd column phases
@@ -464,8 +471,14 @@ def test_depthwise_fused_relu_same_bits_as_unfused(shape, bias):
         np.testing.assert_array_equal(fused, expect)
         assert np.array_equal(np.signbit(fused), np.signbit(expect))
         x[0, 0, min(1, h - 1), min(1, wd - 1)] = 0.0
-        ref = torch.relu(TF.conv2d(torch.from_numpy(np.array(x)), torch.from_numpy(w),
-                                   None if b is None else torch.from_numpy(b), stride, padding, groups=c))
+        xt = torch.from_numpy(np.array(x))
+        if isinstance(padding, tuple) and len(padding) == 4:  # (top, bottom, left, right): torch pads apart
+            top, bottom, left, right = padding
+            xt, tpad = TF.pad(xt, (left, right, top, bottom)), 0
+        else:
+            tpad = padding
+        ref = torch.relu(TF.conv2d(xt, torch.from_numpy(w), None if b is None else torch.from_numpy(b), stride,
+                                   tpad, groups=c))
         got = conv2d_forward(x, w, b, stride, padding, groups=c, relu=True)[0]
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-5)
 
@@ -489,25 +502,28 @@ def test_depthwise_fused_relu_turns_minus_zero_to_zero(h, wd, stride):
     assert not np.signbit(fused).any()
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("layout", ["contiguous", "channel_major"])
-def test_depthwise_same_masks_keep_rows_apart(layout):
+def test_depthwise_same_masks_keep_rows_apart(layout, stride):
     """Taken flat, a row's last input sits next to the next row's first:
-    depthwise_3x3_same must read zeros there (the padding), never those inputs. An inf or
+    depthwise_3x3_same (and at stride 2 depthwise_3x3_s2_same) must read zeros there (the padding), never those inputs. An inf or
     NaN in the first or last column reaches only its own row's neighbours, and every
     output equals the padded-row kernel's (the same bits)."""
     if runtime.jit_kernels() is None:
         pytest.skip("Numba is not installed")
     rng = np.random.default_rng(8)
-    n, c, h, wd = 2, 3, 6, 5
+    n, c, h, wd = (2, 3, 6, 5) if stride == 1 else (2, 3, 8, 6)
     x = rng.standard_normal((c, n, h, wd) if layout == "channel_major" else (n, c, h, wd)).astype(np.float32)
     if layout == "channel_major":
         x = x.transpose(1, 0, 2, 3)
     x[0, 0, 2, wd - 1], x[1, 2, 3, 0], x[0, 1, 0, 0], x[1, 1, h - 1, wd - 1] = np.inf, np.nan, np.nan, -np.inf
     w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
-    fused = conv2d_forward(x, w, b, 1, 1, groups=c, relu=True)[0]
-    plain = conv2d_forward(x, w, b, 1, 1, groups=c)[0]  # the padded copy, kept for a backward
+    fused = conv2d_forward(x, w, b, stride, 1, groups=c, relu=True)[0]
+    plain = conv2d_forward(x, w, b, stride, 1, groups=c)[0]  # the padded copy, kept for a backward
     np.testing.assert_array_equal(fused, np.where(plain <= 0, np.float32(0), plain))
+    if stride == 2:  # (depthwise_3x3_s2_same: the left taps of column 0; the bits above say it all)
+        return
     bad = ~np.isfinite(plain)  # (before the ReLU, which turns -inf into 0)
     assert bad[0, 0, 1:4, wd - 2:].all() and not bad[0, 0, 1:4, :wd - 2].any()  # not row 3's (or 1's) column 0
     assert not bad[0, 0, [0, 4, 5]].any()
