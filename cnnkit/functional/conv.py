@@ -96,7 +96,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     depthwise = cg == 1 and fg == 1 and geo.mode != "pointwise"
     jit = jit_kernels() if depthwise else None
     direct = _direct(geo, depthwise)
-    wino = _winograd(geo)
+    prepared = not flip and winograd.frozen(w)  # constant weights: their filter transform is kept
+    wino = _winograd(geo, prepared)
     inference = relu or residual is not None  # no backward: nothing kept for one
     in_epilogue = (residual is not None and wino is None and direct is None and not depthwise
                    and (geo.mode == "pointwise" or (geo.mode == "strided" and not geo.batch_inner))
@@ -105,7 +106,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     relu = relu and not relu_after
     if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
         with workers_again():  # (batch-1 inference: its tile rows on the workers all the same)
-            y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino)
+            y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino,
+                                        u=winograd.prepared_filter(w) if prepared else None)
         cache_x, kept = _WinogradSaved(saved, wino), None
     elif direct is not None:  # a tiny K = C*kH*kW: compiled shifted multiply-adds, no columns
         cache_x = geo.source(x)  # padded (C, N, Hp, Wp), as the column path keeps
@@ -447,18 +449,35 @@ class _WinogradSaved:
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_TILES = 128
 WINOGRAD_MAX_WASTE = 1.2  # tile area / output area
+# - with frozen weights (winograd.frozen: an inference model from fuse_for_inference) the
+#   filter transform is made once and kept (winograd.prepared_filter), and with few tiles
+#   the filters are split between the threads (winograd.FILTER_SPLIT_MAX_TILES). Alone (U
+#   in cache), Winograd then won at every batch-1 size measured down to 4 tiles, with up to
+#   WINOGRAD_MAX_WASTE_PREPARED of waste. 2 threads, fused ReLU, us, Winograd / im2col:
+#   512->512 at 14x14 (49 tiles) 1755 / 3672; 256->256 at 14x14 502 / 751; 64->64 at 14x14
+#   79 / 197; 128->128 at 28x28 533 / 1101; 512->512 at 7x7 (16 tiles for 49 outputs:
+#   waste 1.31) 724-763 / 914-1033, batch 2 1261 / 1850; 512->512 at 4x4 335 / 396; at 5x5
+#   (waste 1.44) 901 / 784, 256->256 at 5x5 284 / 288; at 3x3 (1.78) 372 / 536. But in a
+#   network the weights come from memory, and U is 16/9 of them: ResNet-50's 512->512 at
+#   7x7 took 1.11-1.17 ms in its batch-1 run either way, and the whole network was even
+#   with Winograd from 1 or from WINOGRAD_MIN_TILES_PREPARED tiles (28.84 / 28.75 ms): so
+#   few tiles keep im2col (and 50 MiB less of U for ResNet-50).
+WINOGRAD_MIN_TILES_PREPARED = 48
+WINOGRAD_MAX_WASTE_PREPARED = 1.35
 
 
-def _winograd(geo: "_Geometry"):
-    """The compiled kernels when this conv runs as Winograd F(2x2, 3x3), else None."""
+def _winograd(geo: "_Geometry", prepared: bool = False):
+    """The compiled kernels when this conv runs as Winograd F(2x2, 3x3), else None.
+    ``prepared``: the filter transform is kept (frozen weights), not made per call."""
     f, cg, kh, kw = geo.w_shape
     if (kh, kw) != (3, 3) or geo.stride != (1, 1) or geo.dilation != (1, 1) or geo.groups != 1:
         return None
     th, tw = winograd.tile_grid(geo.out_hw)
     tiles = geo.x_shape[0] * th * tw
-    if min(cg, f) < WINOGRAD_MIN_CHANNELS or tiles < WINOGRAD_MIN_TILES:
+    least = WINOGRAD_MIN_TILES_PREPARED if prepared else WINOGRAD_MIN_TILES
+    if min(cg, f) < WINOGRAD_MIN_CHANNELS or tiles < least:
         return None
-    if 4 * th * tw > WINOGRAD_MAX_WASTE * geo.out_hw[0] * geo.out_hw[1]:
+    if 4 * th * tw > (WINOGRAD_MAX_WASTE_PREPARED if prepared else WINOGRAD_MAX_WASTE) * geo.out_hw[0] * geo.out_hw[1]:
         return None
     return jit_kernels()
 

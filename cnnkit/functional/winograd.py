@@ -37,10 +37,11 @@ more, sum in another order).
 from __future__ import annotations
 
 import types
+import weakref
 
 import numpy as np
 
-from ..runtime import get_num_threads, parallel_map
+from ..runtime import get_num_threads, parallel_map, split_range
 from .window import Planes, pad_channel_major
 
 # F(2x2, 3x3) with interpolation points 0, 1, -1 (and infinity).
@@ -66,6 +67,13 @@ CHUNK_BYTES = 512 << 10
 MIN_CHUNK_MACS = 6 << 20
 # Below this many multiply-adds (GEMMs, whole batch) a conv runs in the calling thread.
 SERIAL_MACS = 1 << 22
+# A forward of fewer tiles than this (batch 1 from 14x14 down; only frozen weights run
+# Winograd with so few, conv._winograd) computes V once and splits the filters between the
+# worker threads, each doing its 16 GEMMs over all tiles: chunks of tile rows each read all
+# of U (16 MiB at 512 channels) for a few tiles. Batch 1, fused ReLU, U kept, 2 threads,
+# us, tile rows / filters: 512->512 at 14x14 3704 / 1597, 256->256 at 14x14 535 / 467,
+# 512->512 at 7x7 1110 / 621; but 128->128 at 28x28 (196 tiles) 412 / 440.
+FILTER_SPLIT_MAX_TILES = 128
 
 
 # (G g G^T)[i, j] = sum_kl G[i, k] G[j, l] g[k, l]: the filter transform is one matrix,
@@ -77,6 +85,42 @@ def transform_filter(w: np.ndarray) -> np.ndarray:
     """``U = G g G^T`` for every (filter, channel): (F, C, 3, 3) -> (16, F, C), as U[4i + j]."""
     f, c = w.shape[:2]
     return (G_KRON.astype(w.dtype) @ w.reshape(f * c, 9).T).reshape(16, f, c)
+
+
+def frozen(w: np.ndarray) -> bool:
+    """True when no one can write to w's memory through NumPy: w and every array it is a
+    view of are read-only, and the memory is owned by one of them or is an immutable
+    ``bytes``. (An owner whose ``flags.writeable`` is set back to True can be written
+    again: such an array is not frozen from then on, but a transform made before stays
+    cached; assign a new array instead.) ``cnnkit.nn.fuse_for_inference`` freezes the
+    weights of the convs it makes inference-only."""
+    a = w
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return a is None or isinstance(a, bytes)
+
+
+# The filter transforms of frozen weights, made once: id(w) -> (weak reference to w, U). An
+# entry goes when its array does (the weak reference's callback).
+_PREPARED: dict = {}
+
+
+def prepared_filter(w: np.ndarray) -> np.ndarray:
+    """``transform_filter(w)`` of a :func:`frozen` w, computed on its first use and kept
+    while w lives (as ONNX Runtime prepacks constant weights). Its cost at batch 1 was more
+    than the GEMMs it saves: ResNet-50's 3x3 convs, 2 threads, us, transform / whole conv
+    with it / with U kept: 128->128 @28 117 / 708 / 537; 256->256 @14 468 / 1321 / 613
+    (im2col: 865); 512->512 @7 2639 / 4849 / 1643 (im2col: 1082)."""
+    key = id(w)
+    entry = _PREPARED.get(key)
+    if entry is not None and entry[0]() is w:
+        return entry[1]
+    u = transform_filter(w)
+    u.flags.writeable = False
+    _PREPARED[key] = (weakref.ref(w, lambda _, key=key: _PREPARED.pop(key, None)), u)
+    return u
 
 
 def filter_gradient(du: np.ndarray) -> np.ndarray:
@@ -235,10 +279,11 @@ def _input(kernels, src, v, r0, r1, top, left, th, tw):
         kernels.winograd_input(src, v, r0, r1)
 
 
-def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
+def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS, u=None):
     """y (F, N, Ho, Wo) channel-major, and (xp, U) for :func:`backward`: xp the input
     zero-padded to the tile grid, (C, N, 2*th + 2, 2*tw + 2), or (compiled kernels, from
-    FROM_X_MIN_CHANNELS input channels) x itself as a ``window.Planes``."""
+    FROM_X_MIN_CHANNELS input channels) x itself as a ``window.Planes``. ``u``: w's filter
+    transform if the caller has it (:func:`prepared_filter`)."""
     n, c = x.shape[:2]
     f = w.shape[0]
     th, tw = tile_grid(out_hw)
@@ -246,10 +291,23 @@ def forward(x, w, b, pads, out_hw, relu=False, kernels=NUMPY_KERNELS):
         xp = Planes(x)
     else:
         xp = np.ascontiguousarray(pad_channel_major(x, pads, (2 * th + 2, 2 * tw + 2)))
-    u = transform_filter(w)
+    u = transform_filter(w) if u is None else u
     y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
     chunks, most, small = _plan(n, th, tw, c, f, x.dtype.itemsize)
+    if n * th * tw < FILTER_SPLIT_MAX_TILES:  # few tiles: V once, the filters split between the workers
+        rows = n * th
+        k = rows * tw
+        v = _rows(np.empty(16 * c * _row_length(k), dtype=x.dtype), c, k)
+        _input(kernels, xp, v, 0, rows, pads[0], pads[2], th, tw)
+
+        def run_filters(parts):
+            for f0, f1 in parts:
+                m = _rows(np.empty(16 * (f1 - f0) * _row_length(k), dtype=x.dtype), f1 - f0, k)
+                np.matmul(u[:, f0:f1], v[:, :, :k].transpose(1, 0, 2), out=m[:, :, :k].transpose(1, 0, 2))
+                kernels.winograd_output(m, y[f0:f1], bias[f0:f1], 0, rows, th, relu)
+        parallel_map(run_filters, split_range(f, 1 if small else get_num_threads()), small=small)
+        return y, (xp, u)
 
     def run(parts):  # each worker: its own V (C, 16, k) and M (F, 16, k) buffers
         v, m = np.empty(16 * c * _row_length(most), dtype=x.dtype), np.empty(16 * f * _row_length(most), dtype=x.dtype)

@@ -281,16 +281,25 @@ def test_fused_relu(forced):
 
 def test_which_convs_take_winograd():
     """The rule (conv._winograd): 3x3, stride 1, dilation 1, one group, 16+ channels each
-    way, 128+ output tiles in the batch, tiles not reaching far past odd outputs."""
-    def takes(x_shape, f, stride=1, dilation=1, groups=1, padding=1, k=3):
+    way, 128+ output tiles in the batch (48+ with frozen weights), tiles not reaching far
+    past odd outputs."""
+    def takes(x_shape, f, stride=1, dilation=1, groups=1, padding=1, k=3, frozen=False):
         x = np.zeros(x_shape, np.float32)
         w = np.zeros((f, x_shape[1] // groups, k, k), np.float32)
+        w.flags.writeable = not frozen
         return isinstance(conv2d_forward(x, w, None, stride, padding, dilation, groups)[1][1], conv._WinogradSaved)
     assert takes((128, 32, 28, 28), 32) and takes((8, 64, 56, 56), 64) and takes((1, 64, 56, 56), 64)
     assert takes((128, 16, 32, 32), 16) and takes((4, 256, 14, 14), 256)
     assert not takes((128, 8, 28, 28), 32) and not takes((128, 32, 28, 28), 8)  # few channels
     assert not takes((1, 256, 14, 14), 256)  # 49 tiles
     assert not takes((32, 512, 7, 7), 512)  # 8x8 of tiles for 7x7
+    # frozen weights (an inference model): the filter transform is kept, 48+ tiles suffice,
+    # and 7x7 outputs' tiles may reach further
+    assert takes((1, 256, 14, 14), 256, frozen=True) and takes((1, 16, 14, 14), 16, frozen=True)
+    assert takes((4, 64, 7, 7), 64, frozen=True)
+    assert not takes((1, 512, 7, 7), 512, frozen=True) and not takes((1, 16, 12, 12), 16, frozen=True)  # 16, 36
+    assert not takes((8, 64, 5, 5), 64, frozen=True)  # 9 tiles for 25 outputs
+    assert not takes((1, 8, 14, 14), 16, frozen=True)  # few channels
     assert not takes((8, 32, 28, 28), 32, stride=2) and not takes((8, 32, 28, 28), 32, dilation=2, padding=2)
     assert not takes((8, 32, 28, 28), 32, groups=2) and not takes((8, 32, 28, 28), 32, k=5, padding=2)
     previous = runtime.set_jit(False)  # no compiled transforms: im2col
@@ -298,6 +307,87 @@ def test_which_convs_take_winograd():
         assert not takes((128, 32, 28, 28), 32)
     finally:
         runtime.set_jit(previous)
+
+
+def _frozen_copy(a):
+    a = np.array(a, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+def test_frozen_means_no_numpy_writer():
+    a = np.ones((4, 3, 3, 3), np.float32)
+    assert not winograd.frozen(a)
+    view = a[:2]
+    view.flags.writeable = False
+    assert not winograd.frozen(view)  # a's memory stays writable through a
+    a.flags.writeable = False
+    assert winograd.frozen(a) and winograd.frozen(a[:2]) and winograd.frozen(a.reshape(4, 27))
+    assert winograd.frozen(np.frombuffer(bytes(108 * 4), np.float32).reshape(4, 3, 3, 3))
+    assert not winograd.frozen(np.frombuffer(bytearray(108 * 4), np.float32))  # a writable buffer
+
+
+def test_prepared_filter_is_made_once_and_dropped_with_its_weights():
+    import gc
+    w = _frozen_copy(np.random.default_rng(3).standard_normal((5, 4, 3, 3)).astype(np.float32))
+    u = winograd.prepared_filter(w)
+    assert winograd.prepared_filter(w) is u and not u.flags.writeable
+    np.testing.assert_array_equal(u, winograd.transform_filter(w))
+    key = id(w)
+    assert key in winograd._PREPARED
+    del w
+    gc.collect()
+    assert key not in winograd._PREPARED
+
+
+@pytest.mark.parametrize("n,c,f,h,wd", [(1, 32, 32, 14, 14), (1, 24, 40, 20, 19), (4, 16, 16, 8, 8),
+                                        (1, 64, 48, 56, 56)])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_frozen_weights_take_winograd_with_few_tiles_and_match_torch(n, c, f, h, wd, bias, dtype):
+    """Frozen weights (as fuse_for_inference leaves them) keep their filter transform and
+    run Winograd from WINOGRAD_MIN_TILES_PREPARED tiles; under FILTER_SPLIT_MAX_TILES the
+    filters are split between two threads, each taking every tile. Forward (and with a
+    fused ReLU) against PyTorch; the backward through the kept U too."""
+    rng = np.random.default_rng(n * 1000 + c + h)
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = _frozen_copy((rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(dtype))
+    b = _frozen_copy(rng.standard_normal(f).astype(dtype)) if bias else None
+    tiles = n * ((h + 1) // 2) * ((wd + 1) // 2)
+    assert tiles >= conv.WINOGRAD_MIN_TILES_PREPARED
+    runtime.set_num_threads(2)
+    try:
+        y, cache = conv2d_forward(x, w, b, 1, 1)
+        yr = conv2d_forward(x, w, b, 1, 1, relu=True)[0]
+        assert isinstance(cache[1], conv._WinogradSaved)
+        assert id(w) in winograd._PREPARED
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dx, dw, db = conv2d_backward(dy, cache)
+    finally:
+        runtime.set_num_threads(1)
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
+    ref = torch.nn.functional.conv2d(xt, wt, None if b is None else torch.from_numpy(b.astype(np.float64)), 1, 1)
+    ref.backward(torch.from_numpy(dy.astype(np.float64)))
+    tol = 1e-11 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(y, ref.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(yr, np.maximum(ref.detach().numpy(), 0), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * 10)
+
+
+def test_new_frozen_weights_get_their_own_transform():
+    """Assigning new weights (the way to change frozen ones) is seen at the next call."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    outs = []
+    for _ in range(2):
+        w = _frozen_copy(rng.standard_normal((16, 16, 3, 3)).astype(np.float32))
+        got = conv2d_forward(x, w, None, 1, 1, relu=True)[0]
+        ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(np.array(w)), None, 1, 1))
+        np.testing.assert_allclose(got, ref.numpy(), rtol=2e-5, atol=2e-5)
+        outs.append(got)
+    assert not np.allclose(outs[0], outs[1])
 
 
 @pytest.mark.parametrize("th,tw,r0,r1", [(16, 16, 0, 48), (16, 16, 5, 29), (16, 16, 16, 17), (9, 15, 4, 22),

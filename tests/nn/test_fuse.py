@@ -43,7 +43,7 @@ def test_sequential_conv_bn_relu_folds_and_matches_torch():
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     before = plain(x)
     counts = nn.fuse_for_inference(model)
-    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 1, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 1, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0, "weights_frozen": 2}
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in model.modules())
     assert [model[i].fused_relu for i in (0, 3, 6)] == [True, False, True] and model[5].inplace
     assert "fused_relu=True" in repr(model[0])
@@ -68,10 +68,14 @@ def test_nothing_folded_where_it_would_change_the_result():
     seq = nn.Sequential(nn.Conv2d(2, 4, 3, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),
                         nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU())
     seq.train()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0, "weights_frozen": 0}
     seq.eval()
-    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert nn.fuse_for_inference(seq) == {"batchnorm_folded": 1, "relu_fused": 1, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0, "weights_frozen": 1}
     assert isinstance(seq[4], nn.BatchNorm2d) and not seq[5].inplace and seq[0].fused_relu
+    # the inference-only conv's weights are frozen (read-only arrays of their own)
+    assert not seq[0].weight.data.flags.writeable and not seq[0].bias.data.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        seq[0].weight.data[0] = 1
     # a conv output that two nodes read (the BN and an Add) keeps its BN and its value;
     # the Add reads two nodes, nothing is an Identity: no node goes
     g = nn.Graph(inputs="x")
@@ -82,7 +86,7 @@ def test_nothing_folded_where_it_would_change_the_result():
     g.eval()
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     before = g(x).copy()
-    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0}
+    assert nn.fuse_for_inference(g) == {"batchnorm_folded": 0, "relu_fused": 0, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0, "weights_frozen": 0}
     np.testing.assert_array_equal(g(x), before)
 
 
