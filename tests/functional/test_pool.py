@@ -332,6 +332,25 @@ def test_adaptive_avg_pool_matches_torch():
     assert count == 300
 
 
+@pytest.mark.parametrize("shape", [(1, 2048, 7, 7), (3, 5, 8, 8), (2, 3, 1, 1), (0, 4, 3, 3), (2, 2, 64, 70)])
+@pytest.mark.parametrize("layout", ["contiguous", "channel_major", "negative_strides"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_pool_every_layout_matches_torch(shape, layout, dtype):
+    """Global average pooling sums each plane as a matrix-vector product over x's memory:
+    NCHW, channel-major (C, N, H, W, what a conv returns) and a strided view (copied)."""
+    rng = np.random.default_rng(sum(shape))
+    n, c, h, w = shape
+    if layout == "channel_major":
+        x = np.ascontiguousarray(rng.standard_normal((c, n, h, w)).astype(dtype)).transpose(1, 0, 2, 3)
+    else:
+        x = make_array(rng, shape, layout, dtype)
+    y, cache = adaptive_avg_pool2d_forward(x, 1)
+    ref = TF.adaptive_avg_pool2d(torch.from_numpy(np.array(x, dtype=np.float64)), 1).numpy()
+    assert y.shape == (n, c, 1, 1) and y.dtype == dtype
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
 # ---------------------------------------------------------------------------------
 # 2. Against the loop oracle
 # ---------------------------------------------------------------------------------
