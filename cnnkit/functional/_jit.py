@@ -127,11 +127,12 @@ def depthwise_3x3_s2_phases(xf, sn, sc, nb, h, wd, hp, w, b, y, pt, pl, c0, c1, 
 
 
 @numba.njit(nogil=True, cache=True)
-def depthwise_3x3_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # pragma: no cover - compiled
+def depthwise_3x3_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu, hi):  # pragma: no cover - compiled
     """The forward of a 3x3 stride-1 depthwise conv padded by 1 on every side (MobileNet's;
     output h x wd), with no padded copy kept (a fused ReLU: inference), for channels
     c0..c1-1. Plane (n, c) of x (h x wd, contiguous) starts at ``xf[n*sn + c*sc]``
-    (window.planes); b: (C,) or empty; y: (C, N, h, wd).
+    (window.planes); b: (C,) or empty; y: (C, N, h, wd). With ``relu`` the outputs are
+    clamped to [0, hi] (hi = inf for a ReLU, 6 for a ReLU6; NaN kept).
 
     Each plane is taken flat: copied whole (one unit-stride run) between wd + 1 zeros
     above and below, so that tap (p, q) of output t is ``buf[t + p*wd + q]`` for every t
@@ -186,15 +187,16 @@ def depthwise_3x3_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # pragma:
                     v += bv
                 if relu:  # (relu()'s select: NaN kept)
                     v = zero if v <= zero else v
+                    v = hi if v > hi else v
                 out[t] = v
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _taps3x3_s2(buf, ue, uo, u, uwo, lt, w00, w01, w02, w10, w11, w12, w20, w21, w22, has_bias, bv,
-                relu):  # pragma: no cover - compiled
+                relu, hi):  # pragma: no cover - compiled
     """Output u of depthwise_3x3_s2_same from the even (from ue) and odd (from uo) columns
     in buf, the left taps zero unless ``lt``: the nine taps in row-major order, the bias,
-    the ReLU (relu()'s select: NaN kept)."""
+    the ReLU capped at hi (relu()'s select: NaN kept)."""
     one, zero = _U(1), buf.dtype.type(0)
     v = w00 * (buf[uo + u - uwo - one] if lt else zero)
     v += w01 * buf[ue + u - uwo]
@@ -209,6 +211,7 @@ def _taps3x3_s2(buf, ue, uo, u, uwo, lt, w00, w01, w02, w10, w11, w12, w20, w21,
         v += bv
     if relu:
         v = zero if v <= zero else v
+        v = hi if v > hi else v
     return v
 
 
@@ -216,12 +219,12 @@ K3_S2_SCRATCH_MAX_WIDTH = 31  # widest output depthwise_3x3_s2_same computes as 
 
 
 @numba.njit(nogil=True, cache=True)
-def depthwise_3x3_s2_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # pragma: no cover - compiled
+def depthwise_3x3_s2_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu, hi):  # pragma: no cover - compiled
     """The forward of a 3x3 stride-2 depthwise conv of even-sized planes, padded by 1 on
     top and on the left (MobileNet's; output h/2 x wd/2, the bottom and right padding is
     never read), with no padded copy kept (a fused ReLU: inference), for channels c0..c1-1.
     Plane (n, c) of x (h x wd, contiguous) starts at ``xf[n*sn + c*sc]``; b: (C,) or
-    empty; y: (C, N, h/2, wd/2).
+    empty; y: (C, N, h/2, wd/2); with ``relu`` outputs clamped to [0, hi].
 
     Taken flat, a plane of even width splits into its even and odd positions in one
     vectorized pass (_split_flat): E holds x's even columns and O its odd ones, row after
@@ -262,13 +265,13 @@ def depthwise_3x3_s2_same(xf, sn, sc, nb, h, wd, w, b, y, c0, c1, relu):  # prag
             if whole:  # every u of the plane, one run
                 for t in range(half):
                     scratch[t] = _taps3x3_s2(buf, ue, uo, _U(t), uwo, left[t], w00, w01, w02, w10, w11, w12,
-                                             w20, w21, w22, has_bias, bv, relu)
+                                             w20, w21, w22, has_bias, bv, relu, hi)
             else:  # output row i straight into y
                 for i in range(ho):
                     row, base = out[i * wo:], _U(i * wd)
                     for j in range(wo):
                         row[j] = _taps3x3_s2(buf, ue, uo, base + _U(j), uwo, j > 0, w00, w01, w02, w10, w11, w12,
-                                             w20, w21, w22, has_bias, bv, relu)
+                                             w20, w21, w22, has_bias, bv, relu, hi)
             if whole:
                 for i in range(ho):
                     src, row = scratch[i * wd:], out[i * wo:]
@@ -1200,9 +1203,10 @@ def add_relu_and_mask(a, b, y, mask):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def bias_relu(out, b, relu):  # pragma: no cover - compiled
+def bias_relu(out, b, relu, hi):  # pragma: no cover - compiled
     """The GEMM epilogue of a conv chunk, one pass: ``out[g, f, :] += b[g, f, 0]`` (b: (G,
-    Fg, 1), or empty for no bias), then ``max(., 0)`` if ``relu`` (NaN kept), NumPy's bits.
+    Fg, 1), or empty for no bias), then ``max(., 0)`` if ``relu`` (NaN kept), NumPy's bits,
+    and ``min(., hi)`` (hi = inf for a ReLU, 6 for a fused ReLU6).
     NumPy takes a pass for each: on ResNet-50's 1x1 1024x256 at 14x14, batch 1, the two
     passes added 0.2-0.4 ms to a 0.82 ms GEMM; this one 0.05-0.15 ms."""
     has_bias = b.shape[0] > 0
@@ -1214,7 +1218,8 @@ def bias_relu(out, b, relu):  # pragma: no cover - compiled
             if relu:
                 for t in range(row.shape[0]):
                     v = row[t] + bv
-                    row[t] = zero if v <= zero else v
+                    v = zero if v <= zero else v
+                    row[t] = hi if v > hi else v
             else:
                 for t in range(row.shape[0]):
                     row[t] += bv

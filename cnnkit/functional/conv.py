@@ -58,7 +58,8 @@ from .window import (Planes, as_nchw, crop_channel_major, output_hw, pad_channel
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1,
                    padding=0, dilation=1, groups: int = 1, flip: bool = False, *,
-                   relu: bool = False, residual: np.ndarray | None = None, where: str = "conv2d"):
+                   relu: bool = False, relu_max: float | None = None, residual: np.ndarray | None = None,
+                   where: str = "conv2d"):
     """Forward pass of a 2-D convolution. Returns ``(y, cache)``.
 
     Args:
@@ -73,6 +74,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         relu: apply ``max(y, 0)`` to the output while each part of it is in cache
             (inference: ``cnnkit.nn.fuse_for_inference``). The cache then serves no
             backward: :func:`conv2d_backward` refuses it.
+        relu_max: with ``relu``, ``min(max(y, 0), relu_max)`` instead (6: a fused ReLU6,
+            MobileNetV2's; NaN kept). The 1x1, im2col and 3x3 depthwise kernels clamp as they
+            store; other paths take one more pass.
         residual: an array added to the output before the ReLU, ``y = conv + residual``
             with ``Add``'s result (a residual join folded into the conv for inference,
             ``cnnkit.nn.fuse_for_inference``; no backward either). Of the output's shape
@@ -104,6 +108,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
                    and residual.shape == (n, f) + tuple(out_hw) and residual.dtype == x.dtype)
     relu_after = relu and residual is not None and not in_epilogue  # after the residual's add
     relu = relu and not relu_after
+    hi = x.dtype.type(np.inf if relu_max is None else relu_max)  # the kernels' cap
+    capped = relu_max is None  # set where a kernel applied relu_max
     if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
         with workers_again():  # (batch-1 inference: its tile rows on the workers all the same)
             y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino,
@@ -127,9 +133,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # (on the workers from 256K outputs: a hand-off costs 30-40 us, more than half of a
         # smaller one's time on one thread; batch 1, 2 threads, us, serial / split: 512 @14
         # 38 / 96, 1024 @7 47 / 102, 256 @28 57 / 110; 128 @56 137 / 111, 8 x 512 @14 267 / 196)
-        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu),
+        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu, hi),
                         c, y.size)
-        cache_x = None
+        cache_x, capped = None, True
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and pads[0] == pads[2] == 1 and h % 2 == wd % 2 == 0
           and tuple(out_hw) == (h // 2, wd // 2)):
@@ -141,9 +147,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # (on the workers from 128K outputs; conv2d_forward, 2 threads, us, this serial / split /
         # the column-phase kernel before, split: batch 1 512 @14 49 / 77 / 104, 256 @28 56 / 85 /
         # 121, 128 @56 87 / 103 / 119, 64 @112 140 / 136 / 146; batch 8 512 @14 331 / 212 / 401)
-        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_s2_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu),
+        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_s2_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu,
+                                                                 hi),
                         c, 2 * y.size)
-        cache_x = None
+        cache_x, capped = None, True
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
         # no backward: the padded plane as even and odd columns, a channel at a time in cache
@@ -187,13 +194,19 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # check a batch-1 forward copied its columns into fresh memory, ResNet-50's 7x7 stem
         # 1.88 -> 1.19 ms, its 3x3 s2 128->128 1.29 -> 0.86)
         keep = not inference and geo.keeps_columns(x.dtype.itemsize)
-        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b, relu, residual if in_epilogue else None)
+        y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b, relu, residual if in_epilogue else None, hi)
+        capped = capped or (relu and not in_epilogue and jit_kernels() is not None)  # (bias_relu's cap)
     if b is not None and depthwise and jit is None:
         y += b[:, None, None, None]
     if relu and depthwise and jit is None:
         np.maximum(y, 0, out=y)
+    if relu and not capped:  # (np.minimum keeps NaN)
+        np.minimum(y, hi, out=y)
     if residual is not None and not in_epilogue:  # Add's semantics, then the ReLU
-        return add(as_nchw(y), residual, relu=relu_after), None
+        out = add(as_nchw(y), residual, relu=relu_after)
+        if relu_after and relu_max is not None:
+            np.minimum(out, hi, out=out)
+        return out, None
     if inference:  # nothing for a backward to use
         return as_nchw(y), None
     cache = (geo, cache_x, None if depthwise else kept, w_mat, groups, flip, b is not None, depthwise)
@@ -201,12 +214,14 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
 
 
 def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: bool,
-                     b: np.ndarray | None = None, relu: bool = False, residual: np.ndarray | None = None):
+                     b: np.ndarray | None = None, relu: bool = False, residual: np.ndarray | None = None,
+                     hi=np.inf):
     """im2col + GEMM (+ bias, + residual (N, F, Ho, Wo), and ReLU if asked, while the chunk's
     result is in cache; a residual only in modes whose results go straight into y), chunk
     by chunk on the worker threads: ``(y, source, kept)`` with y as channel-major (F, N,
     Ho, Wo) memory, ``source`` the padded input the columns were read from, and ``kept``
-    the chunks' columns (a dict) when ``keep``, else None."""
+    the chunks' columns (a dict) when ``keep``, else None. Without a residual, the
+    compiled epilogue also caps the ReLU at ``hi``; the caller caps otherwise."""
     n, f = x.shape[0], geo.w_shape[0]
     cache_x = geo.column_source(x)  # padded (C, N, Hp, Wp), x itself, or (C, N*H*W) for pointwise
     y = np.empty((f, n) + geo.out_hw, dtype=x.dtype)
@@ -228,7 +243,7 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
                 jit.bias_add_relu(out, bias if bias is not None else _unused(3, x.dtype), r_cols[:, :, ch[2]:ch[3]],
                                   relu)
             elif jit is not None:  # bias and ReLU in one compiled pass
-                jit.bias_relu(out, bias if bias is not None else _unused(3, x.dtype), relu)
+                jit.bias_relu(out, bias if bias is not None else _unused(3, x.dtype), relu, hi)
             else:
                 if bias is not None:
                     out += bias

@@ -60,6 +60,8 @@ class Conv2d(Layer):
         # Set by cnnkit.nn.fuse_for_inference when a ReLU followed: max(y, 0) applied while
         # the output is in cache; such a layer is for inference (its backward refuses).
         self.fused_relu = False
+        # With fused_relu, the ReLU's cap: 6.0 where the layer was a ReLU6 (min(max(y, 0), 6)).
+        self.fused_relu_max = None
         # Set by cnnkit.nn.fuse_for_inference where an Add read this conv's output alone: the
         # conv then takes the Add's other input as a second one and adds it (before the ReLU).
         self.fused_add = False
@@ -79,12 +81,14 @@ class Conv2d(Layer):
         b = self.bias.data if self.bias is not None else None
         y, self._cache = conv2d_forward(x, self.weight.data, b, self.stride, self.padding,
                                         self.dilation, self.groups, self.flip, relu=self.fused_relu,
+                                        relu_max=self.fused_relu_max if self.fused_relu else None,
                                         residual=residual, where=self.label())
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self.fused_relu or self.fused_add:
-            what = "a ReLU" if not self.fused_add else "a residual Add" + (" and a ReLU" if self.fused_relu else "")
+            act = "a ReLU6" if self.fused_relu_max == 6 else "a ReLU" if self.fused_relu_max is None else "a clamp"
+            what = act if not self.fused_add else "a residual Add" + (" and " + act if self.fused_relu else "")
             raise value_error(self.label(), f"this conv has {what} fused into it for inference "
                               "(cnnkit.nn.fuse_for_inference / onnx.load(optimize=True)) and has no "
                               "backward; train the unfused model", fused_relu=self.fused_relu,
@@ -114,4 +118,6 @@ class Conv2d(Layer):
             s += ", fused_add=True"
         if self.fused_relu:
             s += ", fused_relu=True"
+            if self.fused_relu_max is not None:
+                s += f", fused_relu_max={self.fused_relu_max:g}"
         return s

@@ -506,9 +506,10 @@ def test_depthwise_fused_relu_turns_minus_zero_to_zero(h, wd, stride):
 @pytest.mark.parametrize("layout", ["contiguous", "channel_major"])
 def test_depthwise_same_masks_keep_rows_apart(layout, stride):
     """Taken flat, a row's last input sits next to the next row's first:
-    depthwise_3x3_same (and at stride 2 depthwise_3x3_s2_same) must read zeros there (the padding), never those inputs. An inf or
-    NaN in the first or last column reaches only its own row's neighbours, and every
-    output equals the padded-row kernel's (the same bits)."""
+    depthwise_3x3_same (and at stride 2 depthwise_3x3_s2_same) must read zeros there (the
+    padding), never those inputs. An inf or NaN in the first or last column reaches only
+    its own row's neighbours, and every output equals the padded-row kernel's (the same
+    bits)."""
     if runtime.jit_kernels() is None:
         pytest.skip("Numba is not installed")
     rng = np.random.default_rng(8)
@@ -529,6 +530,46 @@ def test_depthwise_same_masks_keep_rows_apart(layout, stride):
     assert not bad[0, 0, [0, 4, 5]].any()
     assert bad[1, 2, 2:5, :2].all() and not bad[1, 2, 2:5, 2:].any()  # not the rows above's last column
     assert not bad[1, 2, [0, 1, 5]].any()
+
+
+RELU6_CASES = [  # (N, C, F, H, W, kernel, stride, padding, groups): every forward path under a fused ReLU6
+    (1, 8, 8, 14, 14, 3, 1, 1, 8),     # depthwise 3x3 'same': flat planes (the clamp in the kernel)
+    (2, 6, 6, 16, 12, 3, 2, 1, 6),     # depthwise 3x3 s2 of even planes: flat even/odd split (in the kernel)
+    (1, 6, 6, 15, 15, 3, 2, 1, 6),     # depthwise 3x3 s2, odd planes: column phases (one more pass)
+    (2, 4, 4, 11, 13, 5, 1, 2, 4),     # depthwise 5x5: the general kernel
+    (1, 16, 24, 9, 9, 1, 1, 0, 1),     # 1x1: GEMM + compiled epilogue
+    (2, 5, 7, 12, 12, 3, 2, 1, 1),     # im2col
+    (2, 32, 32, 12, 12, 3, 1, 1, 1),   # Winograd
+    (2, 3, 8, 10, 10, 3, 1, 1, 1),     # the direct kernel (K <= 32)
+]
+
+
+@pytest.mark.parametrize("case", RELU6_CASES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_relu6_clamps_on_every_path(case, residual):
+    """conv2d_forward(relu=True, relu_max=6) equals min(max(conv, 0), 6) on every path
+    (NaN kept, values far above 6), with a residual added before the clamp; and PyTorch."""
+    n, c, f, h, wd, k, stride, padding, groups = case
+    rng = np.random.default_rng(sum(case) + residual)
+    x = (rng.standard_normal((n, c, h, wd)) * 4).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    w = rng.standard_normal((f, c // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    plain = conv2d_forward(x, w, b, stride, padding, groups=groups)[0]
+    r = rng.standard_normal(plain.shape).astype(np.float32) * 3 if residual else None
+    got, cache = conv2d_forward(x, w, b, stride, padding, groups=groups, relu=True, relu_max=6.0, residual=r)
+    assert cache is None
+    pre = plain + r if residual else plain
+    expect = np.where(pre <= 0, np.float32(0), np.where(pre > 6, np.float32(6), pre))  # NaN stays NaN
+    assert (pre > 6).any() and np.isnan(got).any()
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expect))
+    x[0, 0, 1, 1] = 0.0
+    got = conv2d_forward(x, w, b, stride, padding, groups=groups, relu=True, relu_max=6.0, residual=r)[0]
+    ref = TF.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride, padding, groups=groups)
+    if residual:
+        ref = ref + torch.from_numpy(r)
+    np.testing.assert_allclose(got, torch.clamp(ref, 0, 6).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def _batch_inner(cfg):

@@ -43,10 +43,11 @@ def test_sequential_conv_bn_relu_folds_and_matches_torch():
     x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
     before = plain(x)
     counts = nn.fuse_for_inference(model)
-    assert counts == {"batchnorm_folded": 3, "relu_fused": 2, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 1, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0, "weights_frozen": 2}
-    assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU)) for m in model.modules())
-    assert [model[i].fused_relu for i in (0, 3, 6)] == [True, False, True] and model[5].inplace
-    assert "fused_relu=True" in repr(model[0])
+    assert counts == {"batchnorm_folded": 3, "relu_fused": 3, "add_relu_fused": 0, "add_fused": 0, "relu_in_place": 0, "constant_folded": 0, "scale_moved": 0, "constants_merged": 0, "pad_folded": 0, "identity_removed": 0, "weights_frozen": 3}
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.ReLU, nn.ReLU6)) for m in model.modules())
+    assert [model[i].fused_relu for i in (0, 3, 6)] == [True, True, True]
+    assert [model[i].fused_relu_max for i in (0, 3, 6)] == [None, 6.0, None]
+    assert "fused_relu=True" in repr(model[0]) and "fused_relu_max=6" in repr(model[3])
     assert model[0].bias is not None  # the first conv had none: the fold gave it one
     after = model(x)
     scale = max(1.0, float(np.abs(before).max()))

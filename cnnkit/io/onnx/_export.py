@@ -204,6 +204,10 @@ def _conv(b, layer, names, xs, y):
                  dilations=list(layer.dilation), pads=_onnx_pads(pads), group=layer.groups)
     if layer.fused_add:  # fuse_for_inference's residual Add: the second input
         out = b.node("Add", [out, names[1]])
+    if layer.fused_relu and layer.fused_relu_max is not None:  # fuse_for_inference's ReLU6
+        dt = layer.weight.data.dtype
+        cap = b.const(np.array(layer.fused_relu_max, dt), "max")
+        return b.node("Clip", [out, b.const(np.array(0, dt), "min"), cap])
     return b.node("Relu", [out]) if layer.fused_relu else out  # fuse_for_inference's ReLU
 
 
