@@ -109,7 +109,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     relu_after = relu and residual is not None and not in_epilogue  # after the residual's add
     relu = relu and not relu_after
     hi = x.dtype.type(np.inf if relu_max is None else relu_max)  # the kernels' cap
-    capped = relu_max is None  # set where a kernel applied relu_max
+    flat = _flat_depthwise(geo) if jit is not None and inference else None  # (stride 1 or 2)
+    # the paths whose kernels apply relu_max as they store (others: one more pass below)
+    capped = relu_max is None or (wino is None and direct is None and (flat is not None or not depthwise))
     if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
         with workers_again():  # (batch-1 inference: its tile rows on the workers all the same)
             y, saved = winograd.forward(x, w_mat.reshape(f, c, kh, kw), b, pads, out_hw, relu, wino,
@@ -123,34 +125,23 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1, relu),
                         n, y.size * cg * kh * kw)
         kept = None
-    elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
-          and tuple(dilation) == (1, 1) and tuple(pads) == (1, 1, 1, 1)):
-        # no backward, MobileNet's 'same' 3x3: each plane flat, all its outputs one vectorized loop
+    elif flat is not None:
+        # no backward, MobileNet's 3x3 'same' and stride-2 ones: each plane flat (at stride 2 split
+        # into its even and odd positions), all its outputs in one vectorized loop
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else _unused(1, x.dtype)
         xf, sn, sc = planes(x)
-        # (on the workers from 256K outputs: a hand-off costs 30-40 us, more than half of a
-        # smaller one's time on one thread; batch 1, 2 threads, us, serial / split: 512 @14
-        # 38 / 96, 1024 @7 47 / 102, 256 @28 57 / 110; 128 @56 137 / 111, 8 x 512 @14 267 / 196)
-        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu, hi),
-                        c, y.size)
-        cache_x, capped = None, True
-    elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
-          and tuple(dilation) == (1, 1) and pads[0] == pads[2] == 1 and h % 2 == wd % 2 == 0
-          and tuple(out_hw) == (h // 2, wd // 2)):
-        # no backward, MobileNet's stride-2 3x3: each plane split flat into even and odd columns
-        y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
-        wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
-        bk = b if b is not None else _unused(1, x.dtype)
-        xf, sn, sc = planes(x)
-        # (on the workers from 128K outputs; conv2d_forward, 2 threads, us, this serial / split /
-        # the column-phase kernel before, split: batch 1 512 @14 49 / 77 / 104, 256 @28 56 / 85 /
-        # 121, 128 @56 87 / 103 / 119, 64 @112 140 / 136 / 146; batch 8 512 @14 331 / 212 / 401)
-        parallel_ranges(lambda c0, c1: jit.depthwise_3x3_s2_same(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu,
-                                                                 hi),
-                        c, 2 * y.size)
-        cache_x, capped = None, True
+        kernel = jit.depthwise_3x3_same if flat == 1 else jit.depthwise_3x3_s2_same
+        # (on the workers from 256K outputs at stride 1, 128K at stride 2: a hand-off costs
+        # 30-40 us. conv2d_forward, 2 threads, us, serial / split: stride 1, batch 1, 512 @14
+        # 38 / 96, 1024 @7 47 / 102, 256 @28 57 / 110, 128 @56 137 / 111, batch 8 512 @14 267 /
+        # 196; stride 2 (and the column-phase kernel before, split), batch 1, 512 @14 49 / 77 /
+        # 104, 256 @28 56 / 85 / 121, 128 @56 87 / 103 / 119, 64 @112 140 / 136 / 146; batch 8
+        # 512 @14 331 / 212 / 401)
+        parallel_ranges(lambda c0, c1: kernel(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu, hi),
+                        c, flat * y.size)
+        cache_x = None
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
         # no backward: the padded plane as even and odd columns, a channel at a time in cache
@@ -195,7 +186,6 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # 1.88 -> 1.19 ms, its 3x3 s2 128->128 1.29 -> 0.86)
         keep = not inference and geo.keeps_columns(x.dtype.itemsize)
         y, cache_x, kept = _forward_columns(x, geo, w_mat, keep, b, relu, residual if in_epilogue else None, hi)
-        capped = capped or (relu and not in_epilogue and jit_kernels() is not None)  # (bias_relu's cap)
     if b is not None and depthwise and jit is None:
         y += b[:, None, None, None]
     if relu and depthwise and jit is None:
@@ -220,8 +210,8 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
     result is in cache; a residual only in modes whose results go straight into y), chunk
     by chunk on the worker threads: ``(y, source, kept)`` with y as channel-major (F, N,
     Ho, Wo) memory, ``source`` the padded input the columns were read from, and ``kept``
-    the chunks' columns (a dict) when ``keep``, else None. Without a residual, the
-    compiled epilogue also caps the ReLU at ``hi``; the caller caps otherwise."""
+    the chunks' columns (a dict) when ``keep``, else None. The ReLU is capped at ``hi``
+    (a ReLU6: 6) in the same pass where compiled without a residual, else just after."""
     n, f = x.shape[0], geo.w_shape[0]
     cache_x = geo.column_source(x)  # padded (C, N, Hp, Wp), x itself, or (C, N*H*W) for pointwise
     y = np.empty((f, n) + geo.out_hw, dtype=x.dtype)
@@ -242,6 +232,8 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
             if jit is not None and r_cols is not None:  # bias, residual and ReLU in one compiled pass
                 jit.bias_add_relu(out, bias if bias is not None else _unused(3, x.dtype), r_cols[:, :, ch[2]:ch[3]],
                                   relu)
+                if relu and hi < np.inf:
+                    np.minimum(out, hi, out=out)
             elif jit is not None:  # bias and ReLU in one compiled pass
                 jit.bias_relu(out, bias if bias is not None else _unused(3, x.dtype), relu, hi)
             else:
@@ -251,6 +243,8 @@ def _forward_columns(x: np.ndarray, geo: "_Geometry", w_mat: np.ndarray, keep: b
                     out += r_cols[:, :, ch[2]:ch[3]]
                 if relu:
                     np.maximum(out, 0, out=out)
+                    if hi < np.inf:
+                        np.minimum(out, hi, out=out)
             geo.store(y, ch, res)  # shift mode: keep the valid grid positions
     chunks = list(geo.chunks(x.dtype.itemsize, rows=kept is None))
     with workers_again() if len(chunks) > 1 else _no_context:  # (batch 1: runs of rows on the workers)
@@ -421,6 +415,21 @@ def _bias_gradient(dy_cn: np.ndarray) -> np.ndarray:
     return dy_cn.sum(axis=(1, 2, 3))
 
 
+def _flat_depthwise(geo: "_Geometry"):
+    """The stride (1 or 2) of a depthwise conv that the flat 3x3 inference kernels take
+    (``_jit.depthwise_3x3_same``: padding 1 all round; ``_jit.depthwise_3x3_s2_same``:
+    even planes, padding 1 on top and left, output half the size), else None."""
+    (h, wd), (kh, kw), pads = geo.x_shape[2:], geo.w_shape[2:], geo.pads
+    if (kh, kw) != (3, 3) or tuple(geo.dilation) != (1, 1):
+        return None
+    if tuple(geo.stride) == (1, 1) and tuple(pads) == (1, 1, 1, 1):
+        return 1
+    if (tuple(geo.stride) == (2, 2) and pads[0] == pads[2] == 1 and h % 2 == wd % 2 == 0
+            and tuple(geo.out_hw) == (h // 2, wd // 2)):
+        return 2
+    return None
+
+
 def _unused(ndim: int, dtype) -> np.ndarray:
     """An empty array that a compiled kernel takes in place of one it is told not to use
     (Numba needs an array of the right type there, not None)."""
@@ -492,7 +501,8 @@ def _winograd(geo: "_Geometry", prepared: bool = False):
     least = WINOGRAD_MIN_TILES_PREPARED if prepared else WINOGRAD_MIN_TILES
     if min(cg, f) < WINOGRAD_MIN_CHANNELS or tiles < least:
         return None
-    if 4 * th * tw > (WINOGRAD_MAX_WASTE_PREPARED if prepared else WINOGRAD_MAX_WASTE) * geo.out_hw[0] * geo.out_hw[1]:
+    waste = WINOGRAD_MAX_WASTE_PREPARED if prepared else WINOGRAD_MAX_WASTE
+    if 4 * th * tw > waste * geo.out_hw[0] * geo.out_hw[1]:
         return None
     return jit_kernels()
 
