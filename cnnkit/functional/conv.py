@@ -90,6 +90,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         likewise ``W_out``; y is (N, F, H_out, W_out).
     """
     stride, dilation, pads, out_hw = check_conv_args(x, w, b, stride, padding, dilation, groups, where)
+    if relu_max is not None and not (isinstance(relu_max, (int, float, np.floating, np.integer))
+                                     and not isinstance(relu_max, bool) and 0 < relu_max < np.inf):
+        raise value_error(where, "relu_max must be a positive finite number (6 for a ReLU6) or None",
+                          relu_max=relu_max)
     n, c, h, wd = x.shape
     f, cg, kh, kw = w.shape
     g, fg = groups, f // groups

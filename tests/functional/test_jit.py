@@ -572,6 +572,14 @@ def test_fused_relu6_clamps_on_every_path(case, residual):
     np.testing.assert_allclose(got, torch.clamp(ref, 0, 6).numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), True, "6"])
+def test_relu_max_must_be_a_positive_number(bad):
+    x = np.ones((1, 2, 4, 4), np.float32)
+    w = np.ones((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^conv2d: relu_max must be a positive finite number"):
+        conv2d_forward(x, w, None, 1, 1, groups=2, relu=True, relu_max=bad)
+
+
 def _batch_inner(cfg):
     """True when the configuration's columns are batch-inner (the compiled col2im_batch_inner)."""
     x, w, b, _ = T.conv_arrays(cfg, np.float64)
