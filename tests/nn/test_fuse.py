@@ -157,6 +157,37 @@ def test_fused_model_refuses_backward_and_exports_the_relu(tmp_path):
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], before, rtol=0, atol=1e-5)
 
 
+def test_fused_relu6_refuses_backward_and_exports_as_clip(tmp_path):
+    """A ReLU6 after a conv is fused (Conv2d.fused_relu_max = 6): the same outputs (values
+    above 6 clamped), a backward refused by name, and the export writes Conv then Clip(0, 6),
+    which ONNX Runtime runs to the same numbers; MobileNet v2's import fuses all its ReLU6s."""
+    ort = pytest.importorskip("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    rng = np.random.default_rng(7)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, rng=rng), nn.ReLU6(),
+                          nn.Conv2d(4, 4, 3, padding=1, groups=4, rng=rng), nn.ReLU6()).eval()
+    for conv in (model[0], model[2]):
+        conv.weight.data *= 4  # (outputs well above 6)
+    x = (rng.standard_normal((2, 3, 6, 6)) * 4).astype(np.float32)
+    before = model(x).copy()
+    assert (before == 6).any() and (before == 0).any()
+    assert nn.fuse_for_inference(model)["relu_fused"] == 2
+    assert model[0].fused_relu_max == 6 and isinstance(model[1], nn.Identity)
+    np.testing.assert_allclose(model(x), before, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="a ReLU6 fused"):
+        model.backward(np.ones_like(before))
+    path = str(tmp_path / "fused6.onnx")
+    cnnkit_onnx.export(model, path, (1, 3, 6, 6))
+    import onnx
+    ops = [n.op_type for n in onnx.load(path).graph.node if n.op_type != "Identity"]  # (the ReLU6s' places)
+    assert ops == ["Conv", "Clip", "Conv", "Clip"]
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], before, rtol=0, atol=1e-5)
+    v2 = models.get("mobilenet_v2", num_classes=10, rng=np.random.default_rng(0)).eval()
+    counts = nn.fuse_for_inference(v2)
+    assert not any(type(m) is nn.ReLU6 for m in v2.modules()) and counts["relu_fused"] >= 35
+
+
 def _graph_copy(make):
     a, b = make(), make()
     b.load_state_dict(a.state_dict())
