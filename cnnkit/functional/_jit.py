@@ -25,6 +25,12 @@ here all taps of a stretch of output are summed while it is in L1 cache.
   in registers, row by row (``_forward_3x3``), or at stride 1 with outputs 13-15 wide
   16 values a row in a loop of constant length (``_forward_3x3_rows16``: LLVM leaves
   loops of a run-time 13-15 scalar).
+- Inference (a fused ReLU or ReLU6, no padded copy kept), 3x3 padded by 1 (MobileNet's):
+  each plane taken flat, all its outputs in one vectorized loop whatever the row width
+  (``depthwise_3x3_same``: reads that would wrap to the next row are selects of zero on a
+  column mask; ``depthwise_3x3_s2_same``: even planes split into even and odd positions,
+  every tap a unit-stride load). Batch 1, one thread, 512 @14: 81 -> 36 us, stride 2 130
+  -> 46 us.
 - The forward pads its input a channel at a time (the padded copy, which the backward
   reads, is written while the channel is in cache), and sums the taps in row-major
   order, as the NumPy path does, with the same float32 products and sums: the two give
