@@ -38,7 +38,9 @@ here all taps of a stretch of output are summed while it is in L1 cache.
   the 3x3 kernels pad each channel into one reused buffer. Batch 1, MobileNet v1's
   depthwise shapes, in-process against the previous kernels: 0.80-1.0 (32 @112 0.85-0.91,
   64 @112 stride 2 0.80-0.82, 512 @14 0.83-0.96), a few within noise either way.
-- Backward at stride 1: dx is the forward kernel run on dy (zero-padded by the
+- Backward of 3x3 'same' convs (the flat forward keeps x, not a padded copy):
+  ``depthwise_backward_3x3_same``, dy and x planes taken flat as in the forward.
+- Backward at stride 1 otherwise: dx is the forward kernel run on dy (zero-padded by the
   kernel's reach) with the kernel rotated 180 degrees (conv2d's caller arranges it);
   dw[c, p, q] is a dot product of dy (laid out on the padded grid, zeros elsewhere)
   with the shifted flat input, summed in float64 with reassociation allowed (so that
@@ -219,6 +221,123 @@ def _taps3x3_s2(buf, ue, uo, u, uwo, lt, w00, w01, w02, w10, w11, w12, w20, w21,
         v = zero if v <= zero else v
         v = hi if v > hi else v
     return v
+
+
+@numba.njit(nogil=True, cache=True)
+def depthwise_backward_3x3_same(xf, sxn, sxc, gf, sgn, sgc, nb, h, wd, w, dx, dwk, c0, c1, need_dx,
+                                need_dw):  # pragma: no cover - compiled
+    """The backward of depthwise_3x3_same's conv (3x3, stride 1, padding 1 all round) from x
+    itself, for channels c0..c1-1: plane (n, c) of x starts at ``xf[n*sxn + c*sxc]``, of dy
+    at ``gf[n*sgn + c*sgc]`` (window.planes). dx: (C, N, h, wd); dwk: (C, 3, 3).
+
+    Each plane of dy (and, for dw, of x) is copied whole between wd + 1 zeros above and
+    below, as in the forward, so every tap is a flat shift and the wrapped reads at the
+    first and last columns are selects of zero (the padding):
+
+    - ``dx(t) = sum_{p,q} w[p, q] * dy(t + (1-p)*wd + (1-q))`` in the order of the padded
+      kernels (w row-major: the same bits as depthwise_backward_flat's);
+    - ``dwk[c, p, q] = sum_t dy(t) * x(t + (p-1)*wd + (q-1))`` by _dw_3x3_same, a plane at a
+      time summed in dy's precision, the planes' sums in float64.
+
+    With it the forward keeps no padded copy (it keeps x, as the 1x1 and Winograd convs
+    do). Against depthwise_forward's padded copy and depthwise_backward_3x3_s1 (dy copied
+    onto the padded grid a row at a time), conv2d forward + backward, batch 8, 2 threads,
+    ms: 512 @14 0.85 -> 0.62, 1024 @7 0.79 -> 0.63, 256 @28 1.77 -> 1.05, 128 @56 3.14 ->
+    2.60, 32 @112 3.17 -> 2.46 (the forward alone 0.37 -> 0.19 at 512 @14;
+    ``/tmp/s18/dwtrain2.py``). One thread, the backward alone, us: 512 @14 dx 270 / 406,
+    dw 422 / 330, both 637 / 591: the three copies of x cost dw what the forward saves."""
+    hw = h * wd
+    gb = np.zeros(hw + 2 * wd + 2, dtype=dx.dtype)  # a plane of dy between zero rows
+    xb = np.zeros((3, hw + 2 * wd + 2), dtype=dx.dtype)  # a plane of x, the same way, three times:
+    # as it is, without its last column (what the left taps read: at column 0 they wrap onto
+    # it) and without its first (the right taps')
+    gi = gb[wd + 1:wd + 1 + hw]
+    left = np.ones(hw, dtype=np.bool_)  # False at column 0 (a read one to the left wraps)
+    right = np.ones(hw, dtype=np.bool_)  # False at column wd - 1
+    for i in range(h):
+        left[i * wd] = False
+        right[i * wd + wd - 1] = False
+    zero = dx.dtype.type(0)
+    one, two, uw = _U(1), _U(2), _U(wd)
+    for c in range(c0, c1):
+        w00, w01, w02 = w[c, 0, 0], w[c, 0, 1], w[c, 0, 2]
+        w10, w11, w12 = w[c, 1, 0], w[c, 1, 1], w[c, 1, 2]
+        w20, w21, w22 = w[c, 2, 0], w[c, 2, 1], w[c, 2, 2]
+        sums = np.zeros(9)
+        for n in range(nb):
+            start = n * sgn + c * sgc
+            src = gf[start:start + hw]
+            for t in range(hw):
+                gi[t] = src[t]
+            if need_dx:
+                out = dx[c, n].reshape(-1)
+                for t in range(hw):  # gb[t + wd + 1] is dy(t)
+                    k0 = _U(t)
+                    k1 = k0 + uw
+                    k2 = k1 + uw
+                    lt, rt = left[t], right[t]
+                    v = w00 * (gb[k2 + two] if rt else zero)
+                    v += w01 * gb[k2 + one]
+                    v += w02 * (gb[k2] if lt else zero)
+                    v += w10 * (gb[k1 + two] if rt else zero)
+                    v += w11 * gb[k1 + one]
+                    v += w12 * (gb[k1] if lt else zero)
+                    v += w20 * (gb[k0 + two] if rt else zero)
+                    v += w21 * gb[k0 + one]
+                    v += w22 * (gb[k0] if lt else zero)
+                    out[t] = v
+            if need_dw:
+                start = n * sxn + c * sxc
+                src = xf[start:start + hw]
+                for k in range(3):
+                    xi = xb[k, wd + 1:wd + 1 + hw]
+                    for t in range(hw):
+                        xi[t] = src[t]
+                for i in range(h):
+                    xb[0, wd + 1 + i * wd + wd - 1] = zero
+                    xb[2, wd + 1 + i * wd] = zero
+                _dw_3x3_same(gi, xb[0], xb[1], xb[2], wd, sums)
+        if need_dw:
+            for k in range(9):
+                dwk[c, k // 3, k % 3] = sums[k]
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _dw_3x3_same(g, xl, xb, xr, wd, sums):  # pragma: no cover - compiled
+    """``sums[3p + q] += sum_t g[t] * x(t + (p-1)*wd + (q-1))`` over one plane (g: its dy,
+    flat; xb: its x between wd + 1 zeros above and below; xl, xr: the same without its last,
+    its first column, which the left and right taps read where they wrap to another row).
+    As in _dw_3x3, each block of ``DW_BLOCK`` positions is summed in g's precision (16-lane
+    vectors, fused multiply-adds), the blocks' sums in float64. (With selects on column
+    masks instead of the two copies, this loop ran 2.8x slower.)"""
+    zero = g.dtype.type(0)
+    one, two, uw = _U(1), _U(2), _U(wd)
+    n = g.shape[0]
+    for t0 in range(0, n, DW_BLOCK):
+        s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+        for t in range(t0, min(t0 + DW_BLOCK, n)):
+            k0 = _U(t)
+            k1 = k0 + uw
+            k2 = k1 + uw
+            gv = g[k0]  # (an unsigned index: a signed one's check stops LLVM vectorizing)
+            s00 += gv * xl[k0]
+            s01 += gv * xb[k0 + one]
+            s02 += gv * xr[k0 + two]
+            s10 += gv * xl[k1]
+            s11 += gv * xb[k1 + one]
+            s12 += gv * xr[k1 + two]
+            s20 += gv * xl[k2]
+            s21 += gv * xb[k2 + one]
+            s22 += gv * xr[k2 + two]
+        sums[0] += s00
+        sums[1] += s01
+        sums[2] += s02
+        sums[3] += s10
+        sums[4] += s11
+        sums[5] += s12
+        sums[6] += s20
+        sums[7] += s21
+        sums[8] += s22
 
 
 K3_S2_SCRATCH_MAX_WIDTH = 31  # widest output depthwise_3x3_s2_same computes as whole phase rows
@@ -657,7 +776,9 @@ def _forward_rows(ph, w, y, sh, sw, dh, dw, c, has_bias, bv):  # pragma: no cove
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc"})
 def depthwise_backward_3x3_s1(xp, w, dy, dx, dwk, c0, c1, need_dx, need_dw):  # pragma: no cover
     """:func:`depthwise_backward_flat` for 3x3, stride 1, no dilation, one row and column
-    of padding on every side (MobileNet's), xp (C, N, H+2, W+2). Per channel, dy goes
+    of padding on every side (MobileNet's), xp (C, N, H+2, W+2): for a cache that holds
+    the padded copy (a forward run without the JIT; the compiled forward of these convs
+    keeps x, for depthwise_backward_3x3_same). Per channel, dy goes
     once onto a zero-bordered copy g of the padded grid (its row i, column j at (i+1,
     j+1)); then
 

@@ -85,6 +85,11 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
             conv then add 0.67 ms, fused 0.33 (the GEMM alone 0.25). Otherwise (other
             kernels, broadcasting, another dtype) it is added after the conv.
 
+    For a backward the cache keeps x itself wherever the kernels read x rather than a
+    padded copy (1x1 convs, columns built from x, Winograd from 32 channels, 3x3 'same'
+    depthwise convs), as a training BatchNorm and PyTorch keep their input: change x in
+    place between the forward and the backward and the gradients are wrong.
+
     Shape:
         ``H_out = floor((H + P_top + P_bottom - dilation*(kH - 1) - 1)/stride + 1)``,
         likewise ``W_out``; y is (N, F, H_out, W_out).
@@ -113,7 +118,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     relu_after = relu and residual is not None and not in_epilogue  # after the residual's add
     relu = relu and not relu_after
     hi = x.dtype.type(np.inf if relu_max is None else relu_max)  # the kernels' cap
-    flat = _flat_depthwise(geo) if jit is not None and inference else None  # (stride 1 or 2)
+    flat = _flat_depthwise(geo) if jit is not None else None  # (stride 1 or 2)
+    if flat == 2 and not inference:
+        flat = None  # (the stride-2 backward reads the padded copy that depthwise_forward keeps)
     # the paths whose kernels apply relu_max as they store (others: one more pass below)
     capped = relu_max is None or (wino is None and direct is None and (flat is not None or not depthwise))
     if wino is not None:  # 3x3, stride 1: Winograd F(2x2, 3x3), 2.25x fewer multiply-adds
@@ -130,8 +137,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
                         n, y.size * cg * kh * kw)
         kept = None
     elif flat is not None:
-        # no backward, MobileNet's 3x3 'same' and stride-2 ones: each plane flat (at stride 2 split
-        # into its even and odd positions), all its outputs in one vectorized loop
+        # MobileNet's 3x3 'same' and (inference) stride-2 ones: each plane flat (at stride 2 split
+        # into its even and odd positions), all its outputs in one vectorized loop; no padded
+        # copy: a backward reads x itself (depthwise_backward_3x3_same)
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else _unused(1, x.dtype)
@@ -145,7 +153,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # 512 @14 331 / 212 / 401)
         parallel_ranges(lambda c0, c1: kernel(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu, hi),
                         c, flat * y.size)
-        cache_x = None
+        cache_x = None if inference else Planes(x)
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
         # no backward: the padded plane as even and odd columns, a channel at a time in cache
@@ -287,14 +295,21 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, need_dw: bool =
             n, 2 * dy.size * cg * kh * kw)
         dx = as_nchw(dx_cn) if need_dx else None
         dw = sum(parts[1:], parts[0]).astype(dy.dtype) if need_dw else None  # (an empty batch: one range)
-    elif jit is not None:  # compiled loops (cache_x is the padded input)
+    elif jit is not None:  # compiled loops (cache_x is the padded input, or x for the flat kernels)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         dwk = np.empty((c, kh, kw), dtype=dy.dtype) if need_dw else _unused(3, dy.dtype)
         dh, dwl = geo.dilation
         by_phases = (kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.stride == (2, 2)
         k3_pad1 = ((kh, kw, dh, dwl) == (3, 3, 1, 1) and geo.pads == (1, 1, 1, 1)
-                   and tuple(cache_x.shape[2:]) == (h + 2, wd + 2))
-        if geo.stride == (1, 1) and k3_pad1:  # MobileNet's: dx rows, nine taps in registers
+                   and not isinstance(cache_x, Planes) and tuple(cache_x.shape[2:]) == (h + 2, wd + 2))
+        if isinstance(cache_x, Planes):  # 3x3 'same' (the flat forward): from x and dy, flat planes
+            dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
+            gf, sgn, sgc = planes(dy)
+
+            def backward(c0, c1):
+                jit.depthwise_backward_3x3_same(cache_x.flat, cache_x.sn, cache_x.sc, gf, sgn, sgc, n, h, wd, wk,
+                                                dx, dwk, c0, c1, need_dx, need_dw)
+        elif geo.stride == (1, 1) and k3_pad1:  # MobileNet's: dx rows, nine taps in registers
             dx = np.empty((c, n, h, wd), dtype=dy.dtype) if need_dx else _unused(4, dy.dtype)
 
             def backward(c0, c1):
