@@ -302,6 +302,20 @@ def depthwise_backward_3x3_same(xf, sxn, sxc, gf, sgn, sgc, nb, h, wd, w, dx, dw
                 dwk[c, k // 3, k % 3] = sums[k]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_nine(sums, s00, s01, s02, s10, s11, s12, s20, s21, s22):  # pragma: no cover - compiled
+    """``sums[3p + q] += s_pq``: a block's nine dw sums into the float64 totals."""
+    sums[0] += s00
+    sums[1] += s01
+    sums[2] += s02
+    sums[3] += s10
+    sums[4] += s11
+    sums[5] += s12
+    sums[6] += s20
+    sums[7] += s21
+    sums[8] += s22
+
+
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _dw_3x3_same(g, xl, xb, xr, wd, sums):  # pragma: no cover - compiled
     """``sums[3p + q] += sum_t g[t] * x(t + (p-1)*wd + (q-1))`` over one plane (g: its dy,
@@ -329,15 +343,7 @@ def _dw_3x3_same(g, xl, xb, xr, wd, sums):  # pragma: no cover - compiled
             s20 += gv * xl[k2]
             s21 += gv * xb[k2 + one]
             s22 += gv * xr[k2 + two]
-        sums[0] += s00
-        sums[1] += s01
-        sums[2] += s02
-        sums[3] += s10
-        sums[4] += s11
-        sums[5] += s12
-        sums[6] += s20
-        sums[7] += s21
-        sums[8] += s22
+        _add_nine(sums, s00, s01, s02, s10, s11, s12, s20, s21, s22)
 
 
 K3_S2_SCRATCH_MAX_WIDTH = 31  # widest output depthwise_3x3_s2_same computes as whole phase rows
@@ -1108,15 +1114,7 @@ def _dw_3x3_phases(g, phf, lr, w1, sums):  # pragma: no cover - compiled
             s20 += gv * phf[u + b1]
             s21 += gv * phf[r1 + u + b1]
             s22 += gv * phf[u + b2]
-        sums[0] += s00
-        sums[1] += s01
-        sums[2] += s02
-        sums[3] += s10
-        sums[4] += s11
-        sums[5] += s12
-        sums[6] += s20
-        sums[7] += s21
-        sums[8] += s22
+        _add_nine(sums, s00, s01, s02, s10, s11, s12, s20, s21, s22)
 
 
 # ---- batch normalization with batch statistics (training) ----------------------------
