@@ -2627,6 +2627,18 @@ def im2col_strided(src, cols, n0, r0, kw, sh, sw, dh, dw):  # pragma: no cover -
                             cf[oi + _U(j)] = sf[a + _U(j * sw)]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _column_runs(wd, wo, kw, sw, dw, pl):  # pragma: no cover - compiled
+    """``(first, past)``: for each kernel column q, the output columns j whose input column
+    ``j*sw + q*dw - pl`` lies inside x (wd wide) are first[q]..past[q]-1 (of wo)."""
+    first, past = np.empty(kw, dtype=np.int64), np.empty(kw, dtype=np.int64)
+    for q in range(kw):
+        off = q * dw - pl  # input column of output column j: j*sw + off
+        first[q] = min(wo, max(0, (-off + sw - 1) // sw))  # the first j with j*sw + off >= 0
+        past[q] = max(first[q], min(wo, (wd - 1 - off) // sw + 1))  # past the last with j*sw + off < wd
+    return first, past
+
+
 @numba.njit(nogil=True, cache=True)
 def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl, blk):  # pragma: no cover - compiled
     """im2col_strided from the input itself instead of a padded copy: ``cols[c, p*kw + q,
@@ -2643,11 +2655,7 @@ def im2col_unpadded(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, sw, dh, dw, pt, pl,
         return
     cf = cols.reshape(-1)
     zero = cols.dtype.type(0)
-    first, past = np.empty(kw, dtype=np.int64), np.empty(kw, dtype=np.int64)
-    for q in range(kw):  # each kernel column's run of output columns inside x
-        off = q * dw - pl  # input column of output column j: j*sw + off
-        first[q] = min(wo, max(0, (-off + sw - 1) // sw))  # the first j with j*sw + off >= 0
-        past[q] = max(first[q], min(wo, (wd - 1 - off) // sw + 1))  # past the last with j*sw + off < wd
+    first, past = _column_runs(wd, wo, kw, sw, dw, pl)
     for c in range(nc):
         for k in range(kk):
             p, q = k // kw, k % kw
@@ -2724,11 +2732,7 @@ def _im2col_unpadded_s2(xf, sn, sc, h, wd, cols, n0, r0, kw, sh, dh, dw, pt, pl,
     half = (hw + 1) // 2
     ph = np.empty(2 * half + 2 * blk, dtype=cols.dtype)  # even, then odd positions; room for an overrun
     uh = _U(half)
-    first, past = np.empty(kw, dtype=np.int64), np.empty(kw, dtype=np.int64)
-    for q in range(kw):  # each kernel column's run of output columns inside x
-        off = q * dw - pl  # input column of output column j: 2j + off
-        first[q] = min(wo, max(0, (-off + 1) // 2))
-        past[q] = max(first[q], min(wo, (wd - 1 - off) // 2 + 1))
+    first, past = _column_runs(wd, wo, kw, 2, dw, pl)
     one = _U(1)
     for c in range(nc):
         for m in range(nm):

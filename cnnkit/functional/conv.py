@@ -143,7 +143,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         y = np.empty((c, n) + tuple(out_hw), dtype=x.dtype)
         wk = np.ascontiguousarray(w_mat.reshape(c, kh, kw))
         bk = b if b is not None else _unused(1, x.dtype)
-        xf, sn, sc = planes(x)
+        src = Planes(x)  # (its planes() taken once: the kernels read them, a backward keeps them)
         kernel = jit.depthwise_3x3_same if flat == 1 else jit.depthwise_3x3_s2_same
         # (on the workers from 256K outputs at stride 1, 128K at stride 2: a hand-off costs
         # 30-40 us. conv2d_forward, 2 threads, us, serial / split: stride 1, batch 1, 512 @14
@@ -151,9 +151,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         # 196; stride 2 (and the column-phase kernel before, split), batch 1, 512 @14 49 / 77 /
         # 104, 256 @28 56 / 85 / 121, 128 @56 87 / 103 / 119, 64 @112 140 / 136 / 146; batch 8
         # 512 @14 331 / 212 / 401)
-        parallel_ranges(lambda c0, c1: kernel(xf, sn, sc, n, h, wd, wk, bk, y, c0, c1, relu, hi),
+        parallel_ranges(lambda c0, c1: kernel(src.flat, src.sn, src.sc, n, h, wd, wk, bk, y, c0, c1, relu, hi),
                         c, flat * y.size)
-        cache_x = None if inference else Planes(x)
+        cache_x = None if inference else src
     elif (jit is not None and inference and (kh, kw) == (3, 3) and tuple(stride) == (2, 2)
           and tuple(dilation) == (1, 1) and out_hw[1] >= jit.K3_PHASES_MIN_WIDTH):
         # no backward: the padded plane as even and odd columns, a channel at a time in cache
