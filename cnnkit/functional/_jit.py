@@ -1787,6 +1787,117 @@ def conv_direct_forward(xp, w, b, y, dh, dw, n0, n1, relu):  # pragma: no cover 
 DIRECT_FILTER_BLOCK = 8  # filters per pass of conv_direct_forward (a last, partial block fills rows nobody reads)
 
 
+# ---- stride-2 convolutions of a few input channels, direct (inference) -------------------
+# A network's stem (MobileNet's 3->32 3x3 s2, K = 27; ResNet's 3->64 7x7 s2, K = 147) at
+# batch 1 spent most of its time on columns: im2col writes K rows of the whole output,
+# then a GEMM with a short K reads them back. Here the padded image is split once into its
+# four phases (even/odd rows x even/odd columns, each flat), so that every tap of a
+# stride-2 kernel is a unit-stride flat run of one phase, and the taps of a kernel row go
+# through _direct_row3x8 / _direct_tap8 as at stride 1: eight filters per pass over
+# accumulator rows that hold a band of output rows (DIRECT_S2_BAND values each: whole
+# images up to 128x128 outputs; bands that fit L1, 640 values, took 338 us instead of 214 at
+# 3->32 3x3 on 224x224, one thread: the passes are short, their set-up adds up).
+# Inference only (no backward reads these phases): conv.py uses it for a fused ReLU.
+# conv2d_forward with a fused ReLU, 2 threads, us, direct / im2col: 3->32 3x3 on 224x224
+# batch 1 206 / 298, batch 8 1192 / 2078; 3->24 on 96x96 45 / 121; 3->16 on 64x64 batch 16
+# 221 / 296; but 3->32 on 56x56 batch 4 (28x28 outputs) 87 / 80 and 3->16 on 32x32 batch
+# 16 109 / 96 (hence DIRECT_S2_MIN_PIXELS), and ResNet's 7x7 (K = 147) at batch 1 1144 /
+# 985 (DIRECT_S2_MAX_K). MobileNet v1 and v2 imported from ONNX, batch 1: 0.971, 0.976.
+DIRECT_S2_MAX_K = 32
+DIRECT_S2_MIN_PIXELS = 1024
+DIRECT_S2_BAND = 16384
+DIRECT_S2_PARALLEL_MACS = 8 << 20
+
+
+@numba.njit(nogil=True, cache=True)
+def conv_direct_s2_forward(xf, sn, sc, h, wd, w, b, y, pt, pl, u0, u1, relu, hi, band):  # pragma: no cover - compiled
+    """Stride 2, one group, no dilation: ``y[f, n, i, j] = sum_{c,p,q} w[f, c, p, q] *
+    xpad[c, n, 2i + p, 2j + q]`` (+ b[f]), then ``min(max(., 0), hi)`` if ``relu`` (NaN
+    kept), for the work units u0..u1-1: unit u is image ``u // blocks``, filters ``8 * (u %
+    blocks)`` on (blocks = ceil(F / 8)). Plane (n, c) of x (h x wd, rows contiguous)
+    starts at ``xf[n*sn + c*sc]`` (window.planes); x sits at (pt, pl) of a zero padding;
+    w: (F, C, kH, kW); b: (F,) or empty; y: (F, N, Ho, Wo).
+
+    Each image's padded planes are split into phases (c, a, e) (rows 2r + a, columns 2s +
+    e, flat, hq x wq with hq = Ho + (kH - 1) // 2, wq = Wo + (kW - 1) // 2): tap (p, q)
+    of output rows i0..i1-1 is the run of phase (p % 2, q % 2) from (i0 + p // 2) * wq +
+    q // 2, the wq - Wo columns past each output row computed and dropped; output rows go
+    in bands of about ``band`` accumulator values (conv.py passes DIRECT_S2_BAND). Each
+    output sums its taps in (c, p, q) order, then the bias."""
+    nc, f_, kh, kw = w.shape[1], w.shape[0], w.shape[2], w.shape[3]
+    ho, wo = y.shape[2], y.shape[3]
+    hq, wq = ho + (kh - 1) // 2, wo + (kw - 1) // 2
+    blocks = (f_ + DIRECT_FILTER_BLOCK - 1) // DIRECT_FILTER_BLOCK
+    rows = max(1, min(ho, (band - wo) // wq + 1))  # output rows per band
+    acc = np.empty((DIRECT_FILTER_BLOCK, (rows - 1) * wq + wo), dtype=y.dtype)
+    ph = np.empty((nc * 4, hq * wq), dtype=y.dtype)  # phase (c, a, e) in row (2c + a)*2 + e
+    wr = np.zeros((DIRECT_FILTER_BLOCK, 3), dtype=y.dtype)  # three taps of a kernel row, per filter
+    wk = np.zeros(DIRECT_FILTER_BLOCK, dtype=y.dtype)
+    zero = y.dtype.type(0)
+    has_bias = b.shape[0] > 0
+    image = -1
+    for u in range(u0, u1):
+        n, f0 = u // blocks, (u % blocks) * DIRECT_FILTER_BLOCK
+        nf = min(DIRECT_FILTER_BLOCK, f_ - f0)
+        if n != image:
+            _phases_s2(xf, n * sn, sc, h, wd, ph, wq, pt, pl)
+            image = n
+        for i0 in range(0, ho, rows):
+            i1 = min(ho, i0 + rows)
+            run = (i1 - i0 - 1) * wq + wo
+            first = True
+            for c in range(nc):
+                for p in range(kh):
+                    even, base = (2 * c + p % 2) * 2, (i0 + p // 2) * wq  # phase (c, p % 2, 0)
+                    q = 0
+                    while q + 3 <= kw:  # three taps a pass over the accumulators
+                        for k in range(nf):
+                            wr[k, 0], wr[k, 1], wr[k, 2] = w[f0 + k, c, p, q], w[f0 + k, c, p, q + 1], w[f0 + k, c, p, q + 2]
+                        s0 = base + q // 2
+                        s1 = base + (q + 1) // 2
+                        s2 = base + (q + 2) // 2
+                        _direct_row3x8(ph[even + q % 2, s0:s0 + run], ph[even + (q + 1) % 2, s1:s1 + run],
+                                       ph[even + q % 2, s2:s2 + run], wr, acc, first, run)
+                        first = False
+                        q += 3
+                    while q < kw:
+                        for k in range(nf):
+                            wk[k] = w[f0 + k, c, p, q]
+                        s0 = base + q // 2
+                        _direct_tap8(ph[even + q % 2, s0:s0 + run], wk, acc, first, run)
+                        first = False
+                        q += 1
+            for k in range(nf):
+                bv = b[f0 + k] if has_bias else zero
+                for i in range(i0, i1):
+                    out, res = y[f0 + k, n, i], acc[k, (i - i0) * wq:]
+                    for j in range(wo):
+                        v = res[j] + bv if has_bias else res[j]
+                        if relu:
+                            v = zero if v <= zero else v
+                            v = hi if v > hi else v
+                        out[j] = v
+
+
+@numba.njit(nogil=True, cache=True)
+def _phases_s2(xf, base, sc, h, wd, ph, wq, pt, pl):  # pragma: no cover - compiled
+    """``ph[(2c + a)*2 + e, r * wq + s]`` = the padded plane c (x at ``xf[base + c*sc]``, placed at
+    (pt, pl) in zeros) at row 2r + a, column 2s + e; rows by _split_row (both column
+    phases in one vectorized pass)."""
+    hq = ph.shape[1] // wq
+    bounds = _phase_bounds(wd, pl, wq)
+    ph[:] = 0
+    phf = ph.reshape(-1)
+    plane = _U(hq * wq)
+    for c in range(ph.shape[0] // 4):
+        for rr in range(2 * hq):
+            r = rr - pt
+            if r < 0 or r >= h:
+                continue
+            eb = _U((c * 2 + rr % 2) * 2) * plane + _U((rr // 2) * wq)
+            _split_row(xf, base + c * sc + r * wd - pl, phf, eb, eb + plane, bounds)
+
+
 @numba.njit(nogil=True, cache=True)
 def _direct_row3x8(s0, s1, s2, wk, acc, first, run):  # pragma: no cover - compiled
     """A kernel row of three taps for the eight filters of a block, in one pass over their

@@ -75,8 +75,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
             (inference: ``cnnkit.nn.fuse_for_inference``). The cache then serves no
             backward: :func:`conv2d_backward` refuses it.
         relu_max: with ``relu``, ``min(max(y, 0), relu_max)`` instead (6: a fused ReLU6,
-            MobileNetV2's; NaN kept). The 1x1, im2col and 3x3 depthwise kernels clamp as they
-            store; other paths take one more pass.
+            MobileNetV2's; NaN kept). The 1x1, im2col, stride-2 direct and 3x3 depthwise
+            kernels clamp as they store; other paths take one more pass.
         residual: an array added to the output before the ReLU, ``y = conv + residual``
             with ``Add``'s result (a residual join folded into the conv for inference,
             ``cnnkit.nn.fuse_for_inference``; no backward either). Of the output's shape
@@ -119,6 +119,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
     relu = relu and not relu_after
     hi = x.dtype.type(np.inf if relu_max is None else relu_max)  # the kernels' cap
     flat = _flat_depthwise(geo) if jit is not None else None  # (stride 1 or 2)
+    stem = _direct_s2(geo, depthwise) if relu and residual is None else None  # (inference only)
     if flat == 2 and not inference:
         flat = None  # (the stride-2 backward reads the padded copy that depthwise_forward keeps)
     # the paths whose kernels apply relu_max as they store (others: one more pass below)
@@ -136,6 +137,21 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, st
         parallel_ranges(lambda n0, n1: direct.conv_direct_forward(cache_x, wk, bk, y, *dilation, n0, n1, relu),
                         n, y.size * cg * kh * kw)
         kept = None
+    elif stem is not None:
+        # a few input channels at stride 2 (MobileNet's 3->32 3x3 stem; not ResNet's 7x7, K = 147):
+        # the image split into four flat phases, each tap a unit-stride run of one
+        # (_jit.conv_direct_s2_forward); units of eight filters of one image, on the workers at
+        # batch 1 too
+        y = np.empty((f, n) + tuple(out_hw), dtype=x.dtype)
+        wk = np.ascontiguousarray(w_mat.reshape(f, c, kh, kw))
+        bk = b if b is not None else _unused(1, x.dtype)
+        xf, sn, sc = planes(x)
+        units, macs = n * -(-f // stem.DIRECT_FILTER_BLOCK), y.size * cg * kh * kw
+        with workers_again():  # (below DIRECT_S2_PARALLEL_MACS the hand-off costs more than it saves)
+            parallel_ranges(lambda u0, u1: stem.conv_direct_s2_forward(xf, sn, sc, h, wd, wk, bk, y, pads[0], pads[2],
+                                                                       u0, u1, relu, hi, stem.DIRECT_S2_BAND),
+                            units, macs if macs >= stem.DIRECT_S2_PARALLEL_MACS else 0)
+        cache_x, kept = None, None
     elif flat is not None:
         # MobileNet's 3x3 'same' and (inference) stride-2 ones: each plane flat (at stride 2 split
         # into its even and odd positions), all its outputs in one vectorized loop; no padded
@@ -453,6 +469,20 @@ def _unused(ndim: int, dtype) -> np.ndarray:
     """An empty array that a compiled kernel takes in place of one it is told not to use
     (Numba needs an array of the right type there, not None)."""
     return np.empty((0,) * ndim, dtype=dtype)
+
+
+def _direct_s2(geo: "_Geometry", depthwise: bool):
+    """The compiled kernels when this conv (inference: a fused ReLU) runs direct at stride 2
+    (one group, no dilation, not 1x1, K = C*kH*kW at most ``DIRECT_S2_MAX_K``, outputs of
+    ``DIRECT_S2_MIN_PIXELS`` or more: see cnnkit/functional/_jit.py), else None."""
+    if (depthwise or geo.groups != 1 or geo.stride != (2, 2) or geo.dilation != (1, 1)
+            or geo.w_shape[2] * geo.w_shape[3] == 1):
+        return None
+    jit = jit_kernels()
+    if (jit is None or geo.x_shape[1] * geo.w_shape[2] * geo.w_shape[3] > jit.DIRECT_S2_MAX_K
+            or geo.out_hw[0] * geo.out_hw[1] < jit.DIRECT_S2_MIN_PIXELS):
+        return None
+    return jit
 
 
 def _direct(geo: "_Geometry", depthwise: bool):

@@ -135,6 +135,132 @@ def test_direct_choice():
         runtime.set_jit(previous)
 
 
+def _taps_in_order(x, w, stride, pads):
+    """Each output's taps summed in (c, p, q) order in float32 (products rounded, then
+    sums), as the direct kernels do: (N, F, Ho, Wo)."""
+    kh, kw = w.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]))
+    ho, wo = (xp.shape[2] - kh) // stride + 1, (xp.shape[3] - kw) // stride + 1
+    ref = None
+    for ci in range(x.shape[1]):
+        for p in range(kh):
+            for q in range(kw):
+                win = xp[:, None, ci, p:p + stride * (ho - 1) + 1:stride, q:q + stride * (wo - 1) + 1:stride]
+                tap = win * w[None, :, ci, p, q, None, None]
+                ref = tap if ref is None else ref + tap
+    return ref
+
+
+def _count_calls(monkeypatch, name):
+    """Count the calls of the compiled kernel ``name`` (so that a test sees its path taken)."""
+    jit, calls = runtime.jit_kernels(), []
+    kernel = getattr(jit, name)
+    monkeypatch.setattr(jit, name, lambda *a: (calls.append(1), kernel(*a))[1])
+    return calls
+
+
+@pytest.mark.parametrize("f", [1, 8, 13, 32])
+@pytest.mark.parametrize("n,c,hw,k,pads", [
+    (1, 3, (64, 64), (3, 3), (1, 1, 1, 1)),    # MobileNet's stem, smaller
+    (2, 3, (65, 67), (3, 3), (0, 1, 0, 1)),    # 'same' at stride 2 on odd sizes: the extra pixel after
+    (1, 1, (66, 70), (5, 5), (2, 2, 2, 2)),    # kernel rows of 3 + 2 taps
+    (3, 2, (68, 64), (2, 2), (0, 0, 0, 0)),    # even kernel, no padding
+    (1, 3, (64, 71), (1, 7), (0, 0, 3, 3)),    # a 1x7 row: 3 + 3 + 1 taps
+    (1, 2, (72, 66), (4, 3), (3, 0, 1, 2)),    # uneven padding on every side
+])
+@pytest.mark.parametrize("band", [16384, 100], ids=["whole", "bands"])
+def test_direct_s2_forward_sums_taps_in_order(monkeypatch, f, n, c, hw, k, pads, band):
+    """The stride-2 direct forward (inference: a fused ReLU; the image as four flat
+    phases, _jit.conv_direct_s2_forward) gives each output its taps summed in (c, p, q)
+    order, then the bias, then the ReLU (or ReLU6): the bits of that sum written out in
+    NumPy float32, for blocks of eight filters, partial ones, several images and kernels
+    of 1-7 columns; the output rows whole or in bands of ``band`` values (DIRECT_S2_BAND:
+    100 makes bands of one or two rows)."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(runtime.jit_kernels(), "DIRECT_S2_BAND", band)
+    rng = np.random.default_rng(f * 1000 + n * 100 + c * 10 + k[1])
+    x = rng.standard_normal((n, c) + hw).astype(np.float32)
+    w = rng.standard_normal((f, c) + k).astype(np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    calls = _count_calls(monkeypatch, "conv_direct_s2_forward")
+    with_bias = _taps_in_order(x, w, 2, pads) + b[None, :, None, None]
+    relu = np.where(with_bias <= 0, np.float32(0), with_bias)
+    np.testing.assert_array_equal(conv2d_forward(x, w, b, 2, pads, relu=True)[0], relu)
+    np.testing.assert_array_equal(conv2d_forward(x, w, b, 2, pads, relu=True, relu_max=6)[0],
+                                  np.minimum(relu, np.float32(6)))
+    np.testing.assert_array_equal(conv2d_forward(x, w, None, 2, pads, relu=True)[0],
+                                  np.maximum(_taps_in_order(x, w, 2, pads), np.float32(0)))
+    assert len(calls) == (0 if c == f == 1 else 3)  # (1 -> 1 channel is depthwise: its own kernels)
+
+
+def test_direct_s2_layouts_threads_nan_and_float64(monkeypatch):
+    """The same bits from a channel-major or strided input as from NCHW and on one or two
+    threads (the units of eight filters split); NaN and inf stay in the windows that read
+    them (NaN through the ReLU); float64 against PyTorch; the plain forward (no fused
+    ReLU, a backward may follow) keeps the im2col path."""
+    if runtime.jit_kernels() is None:
+        pytest.skip("Numba is not installed")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 3, 96, 80)).astype(np.float32)
+    w = rng.standard_normal((20, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    calls = _count_calls(monkeypatch, "conv_direct_s2_forward")
+    want = conv2d_forward(x, w, b, 2, 1, relu=True)[0]
+    channel_major = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    strided = np.zeros((3, 3, 96, 160), np.float32)[:, :, :, ::2]
+    strided[...] = x
+    for layout in (channel_major, strided):
+        np.testing.assert_array_equal(conv2d_forward(layout, w, b, 2, 1, relu=True)[0], want)
+    for threads in (1, 2):
+        runtime.set_num_threads(threads)
+        try:
+            np.testing.assert_array_equal(conv2d_forward(x, w, b, 2, 1, relu=True)[0], want)
+        finally:
+            runtime.set_num_threads(1)
+    assert len(calls) == 5
+    bad = x.copy()
+    bad[0, 1, 10, 11], bad[2, 0, 50, 0] = np.nan, np.inf
+    got = conv2d_forward(bad, w, b, 2, 1, relu=True)[0]
+    ref = _taps_in_order(bad, w, 2, (1, 1, 1, 1)) + b[None, :, None, None]
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(got, np.where(ref <= 0, np.float32(0), ref))
+    assert np.isnan(got[0, :, 5, 5]).all() and np.isnan(got[0, :, 5, 6]).all()
+    assert np.isnan(got[2]).any() or np.isinf(got[2]).any()
+    x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)
+    ref64 = torch.relu(TF.conv2d(torch.from_numpy(x64), torch.from_numpy(w64), torch.from_numpy(b64), 2, 1)).numpy()
+    np.testing.assert_allclose(conv2d_forward(x64, w64, b64, 2, 1, relu=True)[0], ref64, rtol=1e-12, atol=1e-12)
+    before = len(calls)
+    y, cache = conv2d_forward(x, w, b, 2, 1)
+    assert len(calls) == before and cache is not None
+    np.testing.assert_allclose(np.maximum(y, 0), want, rtol=1e-5, atol=1e-5)
+
+
+def test_direct_s2_choice():
+    """Stride-2 direct: a fused ReLU's conv with one group, no dilation, not 1x1, K =
+    C*kH*kW <= 32 and 32x32 outputs or more (MobileNet's 3->32 3x3 stem at 224); im2col
+    for ResNet's 7x7 stem (K = 147), small outputs, stride 1 or (2, 1), dilation, groups,
+    depthwise, 1x1, and with the JIT off."""
+    from cnnkit.functional.window import output_hw
+    geo = lambda x, w, pads, stride=(2, 2), g=1, dil=(1, 1): conv._Geometry(
+        x, w, pads, stride, dil, output_hw(x[2:], w[2:], stride, dil, pads, "t"), g)
+    assert conv._direct_s2(geo((1, 3, 224, 224), (32, 3, 3, 3), (1, 1, 1, 1)), False) is not None
+    assert conv._direct_s2(geo((8, 1, 64, 64), (16, 1, 5, 5), (2, 2, 2, 2)), False) is not None
+    assert conv._direct_s2(geo((1, 3, 224, 224), (64, 3, 7, 7), (3, 3, 3, 3)), False) is None
+    assert conv._direct_s2(geo((16, 3, 32, 32), (16, 3, 3, 3), (1, 1, 1, 1)), False) is None
+    assert conv._direct_s2(geo((1, 3, 64, 64), (16, 3, 3, 3), (1, 1, 1, 1), (1, 1)), False) is None
+    assert conv._direct_s2(geo((1, 3, 64, 64), (16, 3, 3, 3), (1, 1, 1, 1), (2, 1)), False) is None
+    assert conv._direct_s2(geo((1, 3, 80, 80), (16, 3, 3, 3), (2, 2, 2, 2), dil=(2, 2)), False) is None
+    assert conv._direct_s2(geo((1, 4, 64, 64), (8, 2, 3, 3), (1, 1, 1, 1), g=2), False) is None
+    assert conv._direct_s2(geo((1, 3, 64, 64), (3, 1, 3, 3), (1, 1, 1, 1), g=3), True) is None
+    assert conv._direct_s2(geo((1, 16, 64, 64), (16, 16, 1, 1), (0, 0, 0, 0)), False) is None
+    previous = runtime.set_jit(False)
+    try:
+        assert conv._direct_s2(geo((1, 3, 224, 224), (32, 3, 3, 3), (1, 1, 1, 1)), False) is None
+    finally:
+        runtime.set_jit(previous)
+
+
 @pytest.mark.parametrize("jit_mode", [True])
 @pytest.mark.parametrize("need", ["both", "dx", "dw"])
 def test_direct_two_threads_and_one_gradient(jit_mode, need):
