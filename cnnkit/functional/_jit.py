@@ -1788,14 +1788,14 @@ DIRECT_FILTER_BLOCK = 8  # filters per pass of conv_direct_forward (a last, part
 
 
 # ---- stride-2 convolutions of a few input channels, direct (inference) -------------------
-# A network's stem (MobileNet's 3->32 3x3 s2, K = 27; ResNet's 3->64 7x7 s2, K = 147) at
-# batch 1 spent most of its time on columns: im2col writes K rows of the whole output,
-# then a GEMM with a short K reads them back. Here the padded image is split once into its
+# A network's stem (MobileNet's 3->32 3x3 s2, K = 27) at batch 1 spent most of its time on
+# columns: im2col writes K rows of the whole output, then a GEMM with a short K reads them
+# back. Here the padded image is split once into its
 # four phases (even/odd rows x even/odd columns, each flat), so that every tap of a
 # stride-2 kernel is a unit-stride flat run of one phase, and the taps of a kernel row go
 # through _direct_row3x8 / _direct_tap8 as at stride 1: eight filters per pass over
 # accumulator rows that hold a band of output rows (DIRECT_S2_BAND values each: whole
-# images up to 128x128 outputs; bands that fit L1, 640 values, took 338 us instead of 214 at
+# images up to about 128x128 outputs; bands that fit L1, 640 values, took 338 us instead of 214 at
 # 3->32 3x3 on 224x224, one thread: the passes are short, their set-up adds up).
 # Inference only (no backward reads these phases): conv.py uses it for a fused ReLU.
 # conv2d_forward with a fused ReLU, 2 threads, us, direct / im2col: 3->32 3x3 on 224x224
@@ -1852,7 +1852,8 @@ def conv_direct_s2_forward(xf, sn, sc, h, wd, w, b, y, pt, pl, u0, u1, relu, hi,
                     q = 0
                     while q + 3 <= kw:  # three taps a pass over the accumulators
                         for k in range(nf):
-                            wr[k, 0], wr[k, 1], wr[k, 2] = w[f0 + k, c, p, q], w[f0 + k, c, p, q + 1], w[f0 + k, c, p, q + 2]
+                            for t in range(3):
+                                wr[k, t] = w[f0 + k, c, p, q + t]
                         s0 = base + q // 2
                         s1 = base + (q + 1) // 2
                         s2 = base + (q + 2) // 2
