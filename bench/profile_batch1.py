@@ -44,8 +44,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-
-NATIVE = {"lenet5": (1, 32)}  # models whose input is not 3x224x224 (channels, size)
+from bench_onnx import NATIVE  # noqa: E402  (the models not run at 3x224x224: channels, size)
 
 
 def cnnkit_nodes(net, x, runs: int) -> list[tuple[float, str, str]]:

@@ -115,13 +115,16 @@ def test_direct_sweep_matches_torch(jit_mode):
     _sweep_matches_torch(DIRECT)
 
 
+def _geo(x, w, pads, stride=(1, 1), g=1, dil=(1, 1)):
+    """The conv geometry of input shape x, weight shape w (for the path choice tests)."""
+    from cnnkit.functional.window import output_hw
+    return conv._Geometry(x, w, pads, stride, dil, output_hw(x[2:], w[2:], stride, dil, pads, "t"), g)
+
+
 def test_direct_choice():
     """Direct: stride 1, one group, not 1x1, K = C*kH*kW <= 32 (LeNet's C1, a 3-channel
     3x3); im2col for LeNet's C2 (K = 150), stride 2, groups, 1x1."""
-    from cnnkit.functional import conv
-    from cnnkit.functional.window import output_hw
-    geo = lambda x, w, pads, stride=(1, 1), g=1: conv._Geometry(
-        x, w, pads, stride, (1, 1), output_hw(x[2:], w[2:], stride, (1, 1), pads, "t"), g)
+    geo = _geo
     assert conv._direct(geo((64, 1, 28, 28), (6, 1, 5, 5), (2, 2, 2, 2)), False) is not None
     assert conv._direct(geo((8, 3, 32, 32), (16, 3, 3, 3), (1, 1, 1, 1)), False) is not None
     assert conv._direct(geo((64, 6, 14, 14), (16, 6, 5, 5), (0, 0, 0, 0)), False) is None
@@ -241,9 +244,7 @@ def test_direct_s2_choice():
     C*kH*kW <= 32 and 32x32 outputs or more (MobileNet's 3->32 3x3 stem at 224); im2col
     for ResNet's 7x7 stem (K = 147), small outputs, stride 1 or (2, 1), dilation, groups,
     depthwise, 1x1, and with the JIT off."""
-    from cnnkit.functional.window import output_hw
-    geo = lambda x, w, pads, stride=(2, 2), g=1, dil=(1, 1): conv._Geometry(
-        x, w, pads, stride, dil, output_hw(x[2:], w[2:], stride, dil, pads, "t"), g)
+    geo = lambda x, w, pads, stride=(2, 2), g=1, dil=(1, 1): _geo(x, w, pads, stride, g, dil)
     assert conv._direct_s2(geo((1, 3, 224, 224), (32, 3, 3, 3), (1, 1, 1, 1)), False) is not None
     assert conv._direct_s2(geo((8, 1, 64, 64), (16, 1, 5, 5), (2, 2, 2, 2)), False) is not None
     assert conv._direct_s2(geo((1, 3, 224, 224), (64, 3, 7, 7), (3, 3, 3, 3)), False) is None
